@@ -1,0 +1,171 @@
+"""copy and delete."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Any
+
+from regtool.cli import common
+
+COPY_EXAMPLES = """\
+  regtool copy docker://docker.io/library/alpine:3.20 docker://registry.example.com/mirror/alpine:3.20
+  regtool copy --all docker://ghcr.io/org/app:v1 oci:/mnt/usb/layout:app-v1
+  regtool copy --multi-arch linux/amd64,linux/arm64 docker://quay.io/org/app:v1 docker://reg/app:v1
+  regtool copy dir:/mnt/usb/app docker://registry.example.com/app:v1 --dest-creds bot:secret
+  regtool copy --src-tls-verify=false docker://127.0.0.1:5000/a:1 docker://127.0.0.1:5000/b:1
+"""
+
+
+def add_parsers(sub: Any) -> None:
+    p = common.add_command(
+        sub,
+        "copy",
+        "copy an image between registries and local layouts",
+        "Copies SOURCE-IMAGE to DESTINATION-IMAGE byte-for-byte (digests preserved), with its\n"
+        "signatures and attached artifacts (cosign sha256-<hex>.sig/.att/.sbom tags, OCI referrers,\n"
+        "dir: signature-N files). Transports: docker://REF, oci:PATH[:REF], oci-archive:FILE[:REF], dir:PATH.\n"
+        "When the destination already holds the same digest the copy is a no-op (HEAD requests only).",
+        COPY_EXAMPLES,
+    )
+    p.add_argument("source", metavar="SOURCE-IMAGE")
+    p.add_argument("destination", metavar="DESTINATION-IMAGE")
+    common.bool_flag(p, "--all", "copy the whole index and every instance (= --multi-arch all)", False)
+    p.add_argument(
+        "--multi-arch",
+        metavar="MODE",
+        default=None,
+        help="system (default: the host's or --override-* instance), all, index-only, or a list of platforms "
+        "like linux/amd64,linux/arm64 (writes a new index with only those: its digest changes)",
+    )
+    p.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT]",
+                   help="keep this platform (repeatable); same as a --multi-arch list")
+    p.add_argument("--format", "-f", choices=("oci", "v2s2"), help="convert manifests (digests change)")
+    common.bool_flag(p, "--remove-signatures", "do not copy signatures and attached artifacts", False)
+    common.bool_flag(p, "--include-nondistributable", "also copy non-distributable (foreign) layers", False)
+    common.bool_flag(p, "--preserve-digests", "fail rather than change a digest (conversions refused)", False)
+    p.add_argument("--digestfile", metavar="FILE", help="write the destination's top-level digest to FILE")
+    p.add_argument("--retry-times", type=int, default=0, metavar="N", help="retry the whole copy N times")
+    p.add_argument("--retry-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="wait between whole-copy retries (default: exponential)")
+    p.add_argument("--image-parallel-copies", type=int, default=6, metavar="N", help="blobs in flight (default 6)")
+    common.bool_flag(p, "--quiet", "no progress output", False)
+    p.add_argument("-q", dest="quiet", action="store_const", const=True, help="same as --quiet")
+    common.add_auth_flags(p, "src", "the source registry")
+    common.add_auth_flags(p, "dest", "the destination registry")
+    p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
+    p.add_argument("--cert-dir", metavar="DIR", help=argparse.SUPPRESS)
+    common.bool_flag(p, "--tls-verify", argparse.SUPPRESS, None)
+
+    p = common.add_command(
+        sub,
+        "delete",
+        "delete an image from a registry",
+        "Resolves a tag to its digest and deletes the manifest by digest (registries delete by digest;\n"
+        "every tag pointing at that digest goes with it).",
+        "  regtool delete docker://registry.example.com/team/app:old\n"
+        "  regtool delete --tls-verify=false docker://127.0.0.1:5000/app@sha256:...\n",
+    )
+    p.add_argument("image", metavar="IMAGE", help="docker://REF")
+    common.add_auth_flags(p)
+
+
+def _copy_options(args: argparse.Namespace) -> Any:
+    from regtool.copy import CopyOptions
+    from regtool.errors import UsageError
+    from regtool.manifest import Platform
+
+    platforms = [Platform.parse(p) for p in args.platform]
+    mode: str = args.multi_arch or ("all" if args.all else "system")
+    if args.all and args.multi_arch not in (None, "all"):
+        raise UsageError("--all and --multi-arch disagree")
+    if mode not in ("system", "all", "index-only"):
+        platforms += [Platform.parse(p) for p in mode.split(",") if p.strip()]
+        mode = "all"
+    if args.preserve_digests and (args.format or platforms):
+        raise UsageError("--preserve-digests forbids --format and platform subsets (they change digests)")
+    if args.image_parallel_copies < 1:
+        raise UsageError("--image-parallel-copies must be at least 1")
+    return CopyOptions(
+        multi_arch=mode,  # type: ignore[arg-type]  # checked above
+        platforms=platforms,
+        platform=common.platform_from_args(args),
+        remove_signatures=args.remove_signatures,
+        include_nondistributable=args.include_nondistributable,
+        format=args.format,
+        parallel=args.image_parallel_copies,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "delete":
+        return common.run_async(lambda: _delete(args), timeout=args.command_timeout)
+    from regtool.reference import parse_image
+
+    src = parse_image(args.source)
+    dest = parse_image(args.destination)
+    options = _copy_options(args)
+    return common.run_async(lambda: _copy(args, src, dest, options), timeout=args.command_timeout)
+
+
+async def _copy(args: argparse.Namespace, src_ref: Any, dest_ref: Any, options: Any) -> int:
+    from regtool.cli.progress import RichProgress, make_progress
+    from regtool.copy import Copier, copy_with_retries
+    from regtool.registry import ClientOptions, RegistryClient
+    from regtool.transports import open_destination, open_source
+
+    src_opts = common.registry_options(args, "src")
+    dest_opts = common.registry_options(args, "dest")
+    base = common.client_options(args, src_opts)
+    progress = make_progress(bool(args.quiet))
+    async with RegistryClient(base) as src_client, RegistryClient(
+        ClientOptions(default=dest_opts, retry=base.retry)
+    ) as dest_client:
+
+        async def once() -> Any:
+            async with await open_source(src_ref, client=src_client) as source, await open_destination(
+                dest_ref, client=dest_client, source_ref=src_ref
+            ) as destination:
+                return await Copier(options, progress=progress).copy(source, destination)
+
+        ctx = progress if isinstance(progress, RichProgress) else contextlib.nullcontext()
+        with ctx:
+            result = await copy_with_retries(once, args.retry_times, args.retry_delay)
+    if args.digestfile:
+        with open(args.digestfile, "w", encoding="utf-8") as fh:
+            fh.write(result.digest)
+    if not args.quiet:
+        if result.action == "skipped":
+            sys.stderr.write(f"Destination already has {result.digest}; nothing to copy\n")
+        else:
+            sys.stderr.write(
+                f"Copied {result.digest}: {result.blobs_copied} blobs copied, {result.blobs_mounted} mounted, "
+                f"{result.blobs_skipped} already present, {result.bytes_copied} bytes\n"
+            )
+        if result.digest_changed:
+            sys.stderr.write(f"Note: the digest changed from {result.source_digest} to {result.digest}\n")
+        for name in result.attachments:
+            sys.stderr.write(f"Copied attached artifact tag {name}\n")
+    return 0
+
+
+async def _delete(args: argparse.Namespace) -> int:
+    from regtool.errors import NotFound, UsageError
+    from regtool.reference import parse_image
+    from regtool.registry import RegistryClient
+
+    image = parse_image(args.image)
+    if image.transport != "docker" or image.reference is None:
+        raise UsageError(f"delete supports docker:// images only, not {args.image!r}")
+    ref = image.reference
+    async with RegistryClient(common.client_options(args, common.registry_options(args))) as client:
+        if not ref.digest:
+            desc = await client.head_manifest(ref)
+            if desc is None:
+                raise NotFound(f"image {ref} not found")
+            digest = desc.digest or (await client.get_manifest(ref)).digest
+            ref = ref.with_digest(digest)
+        await client.delete_manifest(ref.repo_only().with_digest(ref.digest or ""))
+    sys.stderr.write(f"Deleted {ref.repo_only().name}@{ref.digest}\n")
+    return 0

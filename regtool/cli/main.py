@@ -1,0 +1,68 @@
+"""Entry point: parses the command line and dispatches to a command module.
+
+Only argparse and the command modules (which import nothing heavy at module
+level) load at start-up, so ``regtool --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from regtool import __version__
+from regtool.cli import common
+
+#: command name → module under regtool.cli; each has ``add_parser`` and ``run``.
+COMMANDS: dict[str, str] = {
+    "inspect": "inspect_cmd",
+    "digest": "inspect_cmd",
+    "list-tags": "inspect_cmd",
+    "manifest-digest": "inspect_cmd",
+    "login": "login_cmd",
+    "logout": "login_cmd",
+    "copy": "copy_cmd",
+    "delete": "copy_cmd",
+}
+
+EPILOG = """\
+exit codes: 0 success; 1 runtime failure (registry or network error, 401/403,
+verification rejected, some images failed); 2 usage, configuration or reference
+error, or image/repository not found; 75 lock held (sync); 130 SIGINT; 143 SIGTERM.
+
+Run `regtool COMMAND --help` for a command's flags and examples."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regtool",
+        description="Inspect, copy, mirror, sign and verify container images in registries and layouts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common.global_flags(suppress=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"regtool version {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in dict.fromkeys(COMMANDS.values()):
+        module = importlib.import_module(f"regtool.cli.{module_name}")
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = common.normalise_bool_flags(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
+        return int(exc.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    common.setup_logging(args)
+    return common.run_command(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

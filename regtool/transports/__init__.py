@@ -1,0 +1,93 @@
+"""One source/destination interface over every transport.
+
+``open_source``/``open_destination`` turn a parsed :class:`~regtool.reference.ImageRef`
+into an :class:`ImageSource`/:class:`ImageDestination`: the local transports
+(``oci:``, ``oci-archive:``, ``dir:``) and ``docker://``, which needs the run's
+shared :class:`~regtool.registry.RegistryClient`. Transport modules are imported
+on use, so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from regtool.errors import InvalidReference, UsageError
+from regtool.transports.base import ImageDestination, ImageSource
+
+if TYPE_CHECKING:
+    from regtool.reference import ImageRef
+    from regtool.registry import RegistryClient
+
+__all__ = ["ImageDestination", "ImageSource", "open_destination", "open_source"]
+
+
+def _path_of(image_ref: ImageRef) -> str:
+    if not image_ref.path:
+        raise InvalidReference(f"{image_ref.transport}: transport needs a path")
+    return image_ref.path
+
+
+def _docker_client(image_ref: ImageRef, client: RegistryClient | None) -> RegistryClient:
+    if client is None:
+        raise UsageError(f"{image_ref}: docker:// images need a registry client")
+    return client
+
+
+async def open_source(
+    image_ref: ImageRef, *, client: RegistryClient | None = None, tmpdir: str | None = None
+) -> ImageSource:
+    """Open an image for reading.
+
+    ``client``: the registry client for ``docker://``; ``tmpdir``: where a
+    compressed ``oci-archive:`` may be extracted.
+    """
+    from regtool.transports.dirlayout import DirSource
+    from regtool.transports.layout import OCILayoutSource, open_archive_source
+
+    if image_ref.transport == "docker" and image_ref.reference is not None:
+        from regtool.transports.docker import DockerSource
+
+        return DockerSource(_docker_client(image_ref, client), image_ref.reference)
+    if image_ref.transport == "oci":
+        return await OCILayoutSource.open(_path_of(image_ref), image_ref.layout_ref)
+    if image_ref.transport == "oci-archive":
+        return await open_archive_source(_path_of(image_ref), image_ref.layout_ref, tmpdir=tmpdir)
+    if image_ref.transport == "dir":
+        return await DirSource.open(_path_of(image_ref))
+    raise UsageError(f"transport {image_ref.transport!r} cannot be opened by regtool.transports yet")
+
+
+async def open_destination(
+    image_ref: ImageRef,
+    *,
+    client: RegistryClient | None = None,
+    source_ref: ImageRef | None = None,
+    tmpdir: str | None = None,
+) -> ImageDestination:
+    """Open an image for writing.
+
+    ``client``: the registry client for ``docker://``; ``source_ref``: the copy's
+    source, so a registry destination on the same registry can mount blobs from
+    it; ``tmpdir``: where an ``oci-archive:`` is staged before it is tarred.
+    """
+    from regtool.transports.dirlayout import DirDestination
+    from regtool.transports.layout import OCIArchiveDestination, OCILayoutDestination
+
+    if image_ref.transport == "docker" and image_ref.reference is not None:
+        from regtool.transports.docker import DockerDestination
+
+        ref = image_ref.reference
+        src = source_ref.reference if source_ref is not None else None
+        mount_from = src.repository if src is not None and src.registry == ref.registry else None
+        return DockerDestination(_docker_client(image_ref, client), ref, mount_from=mount_from)
+    if image_ref.transport == "oci":
+        return await OCILayoutDestination.open(_path_of(image_ref), image_ref.layout_ref)
+    if image_ref.transport == "oci-archive":
+        return await OCIArchiveDestination.open_archive(
+            _path_of(image_ref), image_ref.layout_ref, tmpdir=tmpdir
+        )
+    if image_ref.transport == "dir":
+        if image_ref.layout_ref is not None:
+            raise InvalidReference(f"dir: takes no reference name ({image_ref.layout_ref!r})")
+        return await DirDestination.open(_path_of(image_ref))
+    raise UsageError(f"transport {image_ref.transport!r} cannot be opened by regtool.transports yet")

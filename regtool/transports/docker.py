@@ -1,0 +1,119 @@
+"""The ``docker://`` transport: the source/destination interface over a registry client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+
+from regtool.errors import NotFound
+from regtool.manifest import Descriptor, Manifest
+from regtool.reference import Reference
+from regtool.registry import RegistryClient
+from regtool.registry.client import BlobOpener
+from regtool.transports.base import ImageDestination, ImageSource
+
+
+class DockerSource(ImageSource):
+    """Reads one repository of a registry; the client (and its pools) is shared, not owned."""
+
+    def __init__(self, client: RegistryClient, ref: Reference) -> None:
+        self.client = client
+        self.ref = ref
+        self.name = f"docker://{ref}"
+
+    async def head(self, digest: str | None = None) -> Descriptor | None:
+        """The manifest descriptor from a HEAD (free of Docker Hub's pull quota)."""
+        return await self.client.head_manifest(self.ref.with_digest(digest) if digest else self.ref)
+
+    async def get_manifest(self, digest: str | None = None) -> Manifest:
+        return await self.client.get_manifest(self.ref.with_digest(digest) if digest else self.ref)
+
+    def open_blob(self, desc: Descriptor) -> AsyncIterator[bytes]:
+        return self.client.open_blob(self.ref, desc)
+
+    def blob_opener(self, desc: Descriptor) -> BlobOpener:
+        """Reopens the blob at any offset, so uploads can resume or fall back to chunks."""
+        return lambda offset: self.client.open_blob(self.ref, desc, offset)
+
+    async def list_tags(self) -> list[str]:
+        return await self.client.list_tags(self.ref)
+
+    async def get_signatures(self, digest: str) -> list[bytes]:
+        return []
+
+    async def get_tagged_manifest(self, tag: str) -> Manifest | None:
+        try:
+            return await self.client.get_manifest(self.ref.repo_only().with_tag(tag))
+        except NotFound:
+            return None
+
+    async def referrers(self, digest: str) -> list[Descriptor]:
+        return await self.client.referrers(self.ref, digest)
+
+
+class DockerDestination(ImageDestination):
+    """Writes into one repository; the tag PUT (the last write) makes the image visible."""
+
+    supports_tags = True
+    #: ``tag`` pushes the manifest itself, so the top-level manifest needs no PUT by digest first.
+    tag_pushes_manifest = True
+
+    def __init__(self, client: RegistryClient, ref: Reference, *, mount_from: str | None = None) -> None:
+        self.client = client
+        self.ref = ref
+        self.mount_from = mount_from
+        self.name = f"docker://{ref}"
+        self._manifests: dict[str, tuple[bytes, str]] = {}
+        self.blob_results: dict[str, str] = {}
+
+    async def has_blob(self, desc: Descriptor) -> bool:
+        return await self.client.blob_exists(self.ref, desc.digest) is not None
+
+    async def head(self, digest: str | None = None) -> Descriptor | None:
+        return await self.client.head_manifest(self.ref.with_digest(digest) if digest else self.ref)
+
+    async def head_tag(self, name: str) -> Descriptor | None:
+        return await self.client.head_manifest(self.ref.repo_only().with_tag(name))
+
+    async def put_blob(self, desc: Descriptor, chunks: AsyncIterable[bytes] | BlobOpener) -> None:
+        if callable(chunks):
+            opener: BlobOpener = chunks
+        else:
+            stream = chunks
+
+            def opener(offset: int) -> AsyncIterator[bytes]:
+                if offset:
+                    raise NotFound(f"blob {desc.digest}: source cannot be re-read from byte {offset}")
+                return _aiter(stream)
+
+        result = await self.client.upload_blob(self.ref, desc, opener, mount_from=self.mount_from)
+        self.blob_results[desc.digest] = result
+
+    async def mount_blob(self, desc: Descriptor, from_repository: str) -> bool:
+        return await self.client.mount_blob(self.ref, desc.digest, from_repository)
+
+    async def put_manifest(self, manifest_bytes: bytes, media_type: str, digest: str) -> None:
+        self._manifests[digest] = (manifest_bytes, media_type)
+        await self.client.put_manifest(self.ref.repo_only().with_digest(digest), manifest_bytes, media_type)
+
+    def stage_manifest(self, manifest_bytes: bytes, media_type: str, digest: str) -> None:
+        """Keeps bytes for a later ``tag`` without pushing them by digest first."""
+        self._manifests[digest] = (manifest_bytes, media_type)
+
+    async def tag(self, name: str | None, desc: Descriptor) -> None:
+        data, media_type = self._manifests[desc.digest]
+        target = self.ref.repo_only().with_tag(name) if name else self.ref
+        if target.digest and not target.tag:
+            await self.client.put_manifest(target, data, media_type)
+            return
+        await self.client.put_manifest(target.repo_only().with_tag(target.tag or "latest"), data, media_type)
+
+    async def put_signatures(self, digest: str, sigs: list[bytes]) -> None:
+        return None
+
+    async def commit(self) -> None:
+        return None
+
+
+async def _aiter(stream: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        yield chunk
