@@ -211,11 +211,18 @@ def signed(signatures: str, body: bytes = BODY) -> bytes:
     return body + b',\n   "signatures": ' + signatures.encode() + b"\n}"
 
 
+def fill(template: str, *values: object) -> str:
+    """Put values into the "@@" holes of a JSON template (braces make str.format awkward here)."""
+    for value in values:
+        template = template.replace("@@", str(value), 1)
+    return template
+
+
 def raw_protected(header: str) -> str:
-    return '[{"protected":"%s"}]' % b64(header.encode())
+    return fill('[{"protected":"@@"}]', b64(header.encode()))
 
 
-GOOD = '[{"header":{"alg":"ES256"},"signature":"x","protected":"%s"}]' % protected(FL, b"\n}")
+GOOD = fill('[{"header":{"alg":"ES256"},"signature":"x","protected":"@@"}]', protected(FL, b"\n}"))
 
 
 def _with_top(extra: bytes) -> bytes:
@@ -231,48 +238,48 @@ CRAFTED: dict[str, bytes] = {
     "object-signatures": signed("{}"),
     "null-signature": signed("[null]"),
     "length-is-string": signed(raw_protected('{"formatLength":"5","formatTail":"Cn0"}')),
-    "length-zero": signed('[{"protected":"%s"}]' % protected(0, b"")),
-    "length-past-end": signed('[{"protected":"%s"}]' % protected(10**6, b"")),
-    "length-negative": signed('[{"protected":"%s"}]' % protected(-1, b"\n}")),
-    "length-fraction": signed('[{"protected":"%s"}]' % protected(FL + 0.7, b"\n}")),
-    "length-exponent": signed('[{"protected":"%s"}]' % protected(f"{FL}e0", b"\n}")),
-    "length-overflow": signed('[{"protected":"%s"}]' % protected("1e400", b"\n}")),
-    "length-huge": signed('[{"protected":"%s"}]' % protected("1e300", b"\n}")),
+    "length-zero": signed(fill('[{"protected":"@@"}]', protected(0, b""))),
+    "length-past-end": signed(fill('[{"protected":"@@"}]', protected(10**6, b""))),
+    "length-negative": signed(fill('[{"protected":"@@"}]', protected(-1, b"\n}"))),
+    "length-fraction": signed(fill('[{"protected":"@@"}]', protected(FL + 0.7, b"\n}"))),
+    "length-exponent": signed(fill('[{"protected":"@@"}]', protected(f"{FL}e0", b"\n}"))),
+    "length-overflow": signed(fill('[{"protected":"@@"}]', protected("1e400", b"\n}"))),
+    "length-huge": signed(fill('[{"protected":"@@"}]', protected("1e300", b"\n}"))),
     "zero-then-length": signed(
-        '[{"protected":"%s"},{"protected":"%s"}]' % (protected(0, b""), protected(FL, b"\n}"))
+        fill('[{"protected":"@@"},{"protected":"@@"}]', protected(0, b""), protected(FL, b"\n}"))
     ),
     "length-then-zero": signed(
-        '[{"protected":"%s"},{"protected":"%s"}]' % (protected(FL, b"\n}"), protected(0, b""))
+        fill('[{"protected":"@@"},{"protected":"@@"}]', protected(FL, b"\n}"), protected(0, b""))
     ),
     "conflicting-length": signed(
-        '[{"protected":"%s"},{"protected":"%s"}]' % (protected(FL, b"\n}"), protected(FL - 1, b"\n}"))
+        fill('[{"protected":"@@"},{"protected":"@@"}]', protected(FL, b"\n}"), protected(FL - 1, b"\n}"))
     ),
     "conflicting-tail": signed(
-        '[{"protected":"%s"},{"protected":"%s"}]' % (protected(FL, b"\n}"), protected(FL, b"}"))
+        fill('[{"protected":"@@"},{"protected":"@@"}]', protected(FL, b"\n}"), protected(FL, b"}"))
     ),
-    "header-number-overflow": signed('[{"protected":"%s"}]' % protected(FL, b"\n}", ',"x":1e999')),
-    "duplicate-length": signed(raw_protected('{"formatLength":3,"formatLength":%d,"formatTail":"Cn0"}' % FL)),
-    "tail-not-base64": signed(raw_protected('{"formatLength":%d,"formatTail":"!!"}' % FL)),
-    "tail-padded": signed(raw_protected('{"formatLength":%d,"formatTail":"Cn0="}' % FL)),
-    "tail-over-padded": signed(raw_protected('{"formatLength":%d,"formatTail":"Cn0=="}' % FL)),
-    "tail-trailing-bits": signed(raw_protected('{"formatLength":%d,"formatTail":"Cn1"}' % FL)),
-    "tail-newline": signed(raw_protected('{"formatLength":%d,"formatTail":"C\\nn0"}' % FL)),
-    "tail-carriage-return": signed(raw_protected('{"formatLength":%d,"formatTail":"C\\rn0"}' % FL)),
-    "tail-cr-in-padding": signed(raw_protected('{"formatLength":%d,"formatTail":"Cn0\\r="}' % FL)),
-    "tail-space": signed(raw_protected('{"formatLength":%d,"formatTail":"C n0"}' % FL)),
-    "tail-null": signed(raw_protected('{"formatLength":%d,"formatTail":null}' % FL)),
-    "protected-padded": signed('[{"protected":"%s="}]' % protected(FL, b"\n}")),
+    "header-number-overflow": signed(fill('[{"protected":"@@"}]', protected(FL, b"\n}", ',"x":1e999'))),
+    "duplicate-length": signed(raw_protected(fill('{"formatLength":3,"formatLength":@@,"formatTail":"Cn0"}', FL))),
+    "tail-not-base64": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"!!"}', FL))),
+    "tail-padded": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"Cn0="}', FL))),
+    "tail-over-padded": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"Cn0=="}', FL))),
+    "tail-trailing-bits": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"Cn1"}', FL))),
+    "tail-newline": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"C\\nn0"}', FL))),
+    "tail-carriage-return": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"C\\rn0"}', FL))),
+    "tail-cr-in-padding": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"Cn0\\r="}', FL))),
+    "tail-space": signed(raw_protected(fill('{"formatLength":@@,"formatTail":"C n0"}', FL))),
+    "tail-null": signed(raw_protected(fill('{"formatLength":@@,"formatTail":null}', FL))),
+    "protected-padded": signed(fill('[{"protected":"@@="}]', protected(FL, b"\n}"))),
     "protected-null": signed(raw_protected("null")),
     "protected-array": signed(raw_protected("[]")),
-    "protected-key-case": signed('[{"protected":"x","Protected":"%s"}]' % protected(FL, b"\n}")),
-    "protected-then-null": signed('[{"protected":"%s","protected":null}]' % protected(FL, b"\n}")),
-    "alg-number": signed('[{"header":{"alg":5},"protected":"%s"}]' % protected(FL, b"\n}")),
-    "header-string": signed('[{"header":"x","protected":"%s"}]' % protected(FL, b"\n}")),
-    "x5c-null-entry": signed('[{"header":{"x5c":[null,"a"]},"protected":"%s"}]' % protected(FL, b"\n}")),
-    "x5c-number": signed('[{"header":{"x5c":[1]},"protected":"%s"}]' % protected(FL, b"\n}")),
-    "jwk-overflow": signed('[{"header":{"jwk":1e999},"protected":"%s"}]' % protected(FL, b"\n}")),
-    "signature-number": signed('[{"signature":1,"protected":"%s"}]' % protected(FL, b"\n}")),
-    "signatures-overflow": signed('[{"protected":"%s", "zz": 1e999}]' % protected(FL, b"\n}")),
+    "protected-key-case": signed(fill('[{"protected":"x","Protected":"@@"}]', protected(FL, b"\n}"))),
+    "protected-then-null": signed(fill('[{"protected":"@@","protected":null}]', protected(FL, b"\n}"))),
+    "alg-number": signed(fill('[{"header":{"alg":5},"protected":"@@"}]', protected(FL, b"\n}"))),
+    "header-string": signed(fill('[{"header":"x","protected":"@@"}]', protected(FL, b"\n}"))),
+    "x5c-null-entry": signed(fill('[{"header":{"x5c":[null,"a"]},"protected":"@@"}]', protected(FL, b"\n}"))),
+    "x5c-number": signed(fill('[{"header":{"x5c":[1]},"protected":"@@"}]', protected(FL, b"\n}"))),
+    "jwk-overflow": signed(fill('[{"header":{"jwk":1e999},"protected":"@@"}]', protected(FL, b"\n}"))),
+    "signature-number": signed(fill('[{"signature":1,"protected":"@@"}]', protected(FL, b"\n}"))),
+    "signatures-overflow": signed(fill('[{"protected":"@@", "zz": 1e999}]', protected(FL, b"\n}"))),
     "Signatures-key": BODY + b',\n   "Signatures": ' + GOOD.encode() + b"\n}",
     "long-s-key": BODY + ',\n   "\u017fignatures": '.encode() + GOOD.encode() + b"\n}",
     "duplicate-signatures": BODY + b',"signatures":' + GOOD.encode() + b',"signatures":[]}',
@@ -282,7 +289,7 @@ CRAFTED: dict[str, bytes] = {
     "version-key-case": signed(GOOD, BODY.replace(b'"schemaVersion"', b'"SCHEMAVERSION"')),
     "version-then-null": signed(GOOD, _with_top(b'"schemaVersion": 1, "schemaversion": null')),
     "version-minus-zero": signed(GOOD, _with_top(b'"schemaVersion": -0')),
-    "media-type-oci": signed(GOOD, _with_top(b'"schemaVersion": 1, "mediaType": "%s"' % OCI_MANIFEST.encode())),
+    "media-type-oci": signed(GOOD, _with_top(b'"schemaVersion": 1, "mediaType": "' + OCI_MANIFEST.encode() + b'"')),
     "media-type-number": signed(GOOD, _with_top(b'"schemaVersion": 1, "mediaType": 5')),
     "media-type-other": signed(GOOD, _with_top(b'"schemaVersion": 1, "mediaType": "x"')),
     "huge-numbers-elsewhere": signed(GOOD, _with_top(b'"schemaVersion": 1, "x": 1e999, "y": 1' + b"0" * 5000)),
@@ -360,9 +367,7 @@ def test_random_signed_manifests_match_skopeo(tmp_path: Path) -> None:
         paths.append(path)
     with ThreadPoolExecutor(max_workers=8) as pool:
         theirs = list(pool.map(skopeo_digest, paths))
-    mismatches = [
-        (data, t, o) for data, t in zip(cases, theirs, strict=True) if t != (o := our_digest(data))
-    ]
+    mismatches = [(data, t, o) for data, t in zip(cases, theirs, strict=True) if t != (o := our_digest(data))]
     assert not mismatches
     stripped = sum(1 for data, t in zip(cases, theirs, strict=True) if t not in (None, sha256_digest(data)))
     assert stripped > 5 and theirs.count(None) > 5
@@ -448,8 +453,13 @@ def test_content_type_fills_in_a_missing_media_type() -> None:
         ({**IMAGE, "annotations": {"a": 1}}, "annotations"),
         ({**IMAGE, "artifactType": 1}, "artifactType"),
         ({**IMAGE, "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:x", "size": 1}}, "subject"),
-        ({**IMAGE, "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.xz",
-                               "digest": D, "size": 1}]}, "unsupported Docker layer media type"),
+        (
+            {
+                **IMAGE,
+                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.xz", "digest": D, "size": 1}],
+            },
+            "unsupported Docker layer media type",
+        ),
         ({"schemaVersion": 1, "fsLayers": [{"blobSum": "md5"}], "history": [{}]}, "blobSum"),
         ({"schemaVersion": 1, "fsLayers": [{"blobSum": D}], "history": []}, "history"),
         ({"schemaVersion": 1, "fsLayers": {}}, "fsLayers"),
@@ -489,7 +499,7 @@ def test_oversized_manifest() -> None:
         parse_manifest(data)
     with pytest.raises(ManifestError, match="limit"):
         detect_media_type(data, None)
-    parse_manifest(data[: -2] + b"}")  # exactly at the limit is fine
+    parse_manifest(data[:-2] + b"}")  # exactly at the limit is fine
 
 
 def test_unknown_media_types_are_fine_outside_reserved_namespaces() -> None:
@@ -537,7 +547,7 @@ def test_descriptor_validation(patch: dict[str, Any], message: str) -> None:
     with pytest.raises(ManifestError) as info:
         Descriptor.from_json(doc, "manifests[0]")
     assert message in str(info.value)
-    assert str(info.value).startswith("invalid manifests[0]")
+    assert "manifests[0]" in str(info.value)
 
 
 def test_descriptor_round_trip() -> None:
@@ -567,8 +577,19 @@ def test_validate_digest() -> None:
     good = [D, "sha512:" + "0" * 128, "sha384:" + "0" * 96, "blake3:" + "A" * 10, "a.b+c_d-e:x=_-"]
     for digest in good:
         assert validate_digest(digest) == digest
-    bad = ["", "sha256", "sha256:", ":abc", "SHA256:" + "a" * 64, "sha256:" + "a" * 65, "sha512:" + "a" * 64,
-           "sha256:" + "g" * 64, "a..b:x", "sha256:a b", "sha256:" + "a" * 64 + "\n"]
+    bad = [
+        "",
+        "sha256",
+        "sha256:",
+        ":abc",
+        "SHA256:" + "a" * 64,
+        "sha256:" + "a" * 65,
+        "sha512:" + "a" * 64,
+        "sha256:" + "g" * 64,
+        "a..b:x",
+        "sha256:a b",
+        "sha256:" + "a" * 64 + "\n",
+    ]
     for digest in bad:
         with pytest.raises(InvalidReference) as info:
             validate_digest(digest)
@@ -753,9 +774,7 @@ def test_select_platform_errors() -> None:
     with pytest.raises(PlatformNotFound) as info:
         select_platform(index, Platform.parse("linux/arm/v6"))
     message = str(info.value)
-    assert message == (
-        "no image found in image index for platform linux/arm/v6 (available: linux/amd64, linux/arm/v7)"
-    )
+    assert message == ("no image found in image index for platform linux/arm/v6 (available: linux/amd64, linux/arm/v7)")
     assert isinstance(info.value, ManifestError) and isinstance(info.value, NotFound)
     with pytest.raises(PlatformNotFound, match="manifest list .*none listed"):
         select_platform(index_of(None, media_type=DOCKER_LIST), Platform.parse("linux/amd64"))

@@ -239,8 +239,8 @@ def test_parse_image_paths(text: str, transport: str, path: str, layout_ref: str
         ("Docker://alpine", 'unknown transport "Docker"'),
         ("docker:alpine", 'start with "docker://"'),
         ("docker://", "empty reference"),
-        ("docker://Alpine", 'must be lowercase'),
-        ("docker://alpine:", 'empty tag'),
+        ("docker://Alpine", "must be lowercase"),
+        ("docker://alpine:", "empty tag"),
         ("oci:", "missing path"),
         ("oci::tag", "missing path"),
         ("oci:/tmp/l:-a", 'invalid image reference "-a"'),
@@ -390,8 +390,32 @@ def test_table_matches_skopeo(skopeo_oracle: Oracle) -> None:
 @needs_skopeo
 def test_random_references_match_skopeo(skopeo_oracle: Oracle) -> None:
     rng = random.Random(20240601)
-    pieces = ["a", "b", "z", "0", "9", "A", ".", "_", "__", "-", "--", "/", ":", "@", "localhost", "docker.io",
-              "index.docker.io", "example.com", ":5000", "sha256:", "sha512:", "0" * 32, "f" * 64, "library/"]
+    pieces = [
+        "a",
+        "b",
+        "z",
+        "0",
+        "9",
+        "A",
+        ".",
+        "_",
+        "__",
+        "-",
+        "--",
+        "/",
+        ":",
+        "@",
+        "localhost",
+        "docker.io",
+        "index.docker.io",
+        "example.com",
+        ":5000",
+        "sha256:",
+        "sha512:",
+        "0" * 32,
+        "f" * 64,
+        "library/",
+    ]
     texts = []
     for _ in range(300):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
