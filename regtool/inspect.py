@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from regtool.errors import ManifestError
-from regtool.manifest import DOCKER_V2S1, DOCKER_V2S1_SIGNED, Descriptor, Manifest, Platform, select_platform
+from regtool.manifest import Manifest, Platform, select_platform
 from regtool.transports.base import ImageSource
 
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -86,13 +86,6 @@ def _schema1_config(image: Manifest) -> dict[str, Any]:
     return {"architecture": image.json.get("architecture", ""), "os": "linux"}
 
 
-def _layers(image: Manifest) -> list[Descriptor]:
-    layers = list(image.layers)
-    if image.media_type in (DOCKER_V2S1, DOCKER_V2S1_SIGNED):
-        layers.reverse()  # schema1 lists the newest layer first
-    return layers
-
-
 def inspect_output(
     name: str | None, resolved: ResolvedImage, config_raw: bytes | None, tags: list[str]
 ) -> dict[str, Any]:
@@ -113,7 +106,7 @@ def inspect_output(
     if cfg.get("variant"):
         out["Variant"] = cfg["variant"]
     out["Os"] = cfg.get("os") or ""
-    layers = _layers(resolved.image)
+    layers = resolved.image.layers
     out["Layers"] = [d.digest for d in layers]
     out["LayersData"] = [
         {"MIMEType": d.media_type, "Digest": d.digest, "Size": d.size, "Annotations": dict(d.annotations) or None}

@@ -340,7 +340,7 @@ def test_upload_location_state_query_is_kept_intact() -> None:
 
 
 def test_chunked_upload_resumes_from_the_servers_range() -> None:
-    blob = bytes(range(256)) * 100
+    blob = bytes(range(256)) * 40_000  # over one 8 MiB chunk, so a second PATCH exists to fail
     received = bytearray()
     failed = False
 
@@ -364,8 +364,8 @@ def test_chunked_upload_resumes_from_the_servers_range() -> None:
         raise AssertionError(req.method)
 
     async def opener(offset: int):  # type: ignore[no-untyped-def]
-        for i in range(offset, len(blob), 4096):
-            yield blob[i : i + 4096]
+        for i in range(offset, len(blob), 1 << 20):
+            yield blob[i : i + (1 << 20)]
 
     async def main() -> str:
         async with client_for(handler) as c:

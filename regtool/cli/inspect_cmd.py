@@ -99,12 +99,12 @@ async def _run_async(args: argparse.Namespace) -> int:
     image = parse_image(args.image)
     if args.command == "list-tags":
         return await _list_tags(args, image)
+    template = None
     if getattr(args, "format", None):
-        from regtool.cli.gotemplate import compile_template
+        from regtool.cli.gotemplate import compile_template, is_json_format, normalize_format
 
-        template = compile_template(args.format)  # bad templates fail before any traffic
-    else:
-        template = None
+        if not is_json_format(args.format):  # skopeo prints indented JSON for these
+            template = compile_template(normalize_format(args.format))  # fails before any traffic
     opts = common.registry_options(args)
     async with RegistryClient(common.client_options(args, opts)) as client:
         source = await open_source(image, client=client)
@@ -144,7 +144,7 @@ async def _inspect(args: argparse.Namespace, image: Any, source: Any, template: 
     name = image.reference.repo_only().name if image.reference is not None else None
     data = await inspect_image(source, name=name, platform=platform, with_tags=not args.no_tags)
     if template is not None:
-        sys.stdout.write(template.render(data) + "\n")
+        sys.stdout.write(template.render(data))
         return 0
     common.print_json(data)
     return 0

@@ -299,7 +299,7 @@ class RegistryClient:
 
     def _retrying(self) -> AsyncRetrying:
         policy = self.options.retry
-        backoff = wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff)
+        backoff = wait_exponential_jitter(multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -526,7 +526,8 @@ class RegistryClient:
         algorithm = desc.digest.split(":", 1)[0]
         hasher = hashlib.new(algorithm) if offset == 0 else None
         pos = offset
-        held: bytes | None = None
+        held: bytes | None = None  # the newest full chunk, released once the next one arrives
+        buf = bytearray()  # bytes received but not yet a full chunk; kept across resumes
         resumes = 0
         while True:
             headers = {"Range": f"bytes={pos}-"} if pos else {}
@@ -543,21 +544,24 @@ class RegistryClient:
             )
             skip = pos if (pos and resp.status_code == 200) else 0
             try:
-                async for chunk in resp.aiter_bytes(CHUNK):
+                async for piece in resp.aiter_bytes():
                     if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
+                        if len(piece) <= skip:
+                            skip -= len(piece)
                             continue
-                        chunk = chunk[skip:]
+                        piece = piece[skip:]
                         skip = 0
-                    pos += len(chunk)
+                    pos += len(piece)
                     if desc.size >= 0 and pos > desc.size:
                         raise DigestMismatch(f"{what}: more bytes than the {desc.size} its descriptor says")
                     if hasher is not None:
-                        hasher.update(chunk)
-                    if held is not None:
-                        yield held
-                    held = chunk
+                        hasher.update(piece)
+                    buf += piece
+                    if len(buf) >= CHUNK:
+                        if held is not None:
+                            yield held
+                        held = bytes(buf)
+                        buf.clear()
                 break
             except httpx.TransportError as exc:
                 resumes += 1
@@ -568,6 +572,10 @@ class RegistryClient:
                 await anyio.sleep(min(self.options.retry.max_backoff, 0.2 * resumes))
             finally:
                 await resp.aclose()
+        if buf:
+            if held is not None:
+                yield held
+            held = bytes(buf)
         if pos != desc.size:
             raise DigestMismatch(f"{what}: got {pos} bytes, descriptor says {desc.size}")
         if hasher is not None:
