@@ -1,16 +1,19 @@
 """Run one command and measure it: wall time, CPU time and the peak RSS of that process.
 
-The child is reaped with ``os.wait4``, whose rusage belongs to that one process only
-(``ru_maxrss`` is in KiB on Linux), so the figures never include the benchmark itself.
+The command is started by ``launch.py``, which reaps it with ``os.wait4``: that rusage
+belongs to the one process (``ru_maxrss`` in KiB on Linux), so the figures never include
+the benchmark itself or its memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
 import subprocess
-import threading
+import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +31,7 @@ class Sample:
     maxrss_kib: int
     exit_code: int
     timed_out: bool = False
+    floor_kib: int = 0  # the launcher's RSS: maxrss_kib is exact when above it
     log: str | None = None
 
     @property
@@ -44,6 +48,9 @@ class Sample:
         return data
 
 
+LAUNCHER = Path(__file__).resolve().parent / "launch.py"
+
+
 def run_measured(
     argv: Sequence[str],
     *,
@@ -53,46 +60,48 @@ def run_measured(
 ) -> Sample:
     """Run ``argv`` (stdin /dev/null, stdout+stderr to ``log_path`` or /dev/null) and measure it.
 
-    After ``timeout`` seconds the process is killed (SIGKILL) and the sample says ``timed_out``.
+    The command runs under ``launch.py`` (see there why), in a new session; after
+    ``timeout`` seconds that whole process group is killed and the sample says ``timed_out``.
     """
+    fd, stats_name = tempfile.mkstemp(prefix="regtool-bench-", suffix=".rusage")
+    os.close(fd)
+    stats_file = Path(stats_name)
     out = open(log_path, "wb") if log_path is not None else open(os.devnull, "wb")  # noqa: SIM115
-    timed_out = threading.Event()
+    timed_out = False
     try:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv),
+            [sys.executable, "-I", "-S", str(LAUNCHER), str(stats_file), *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
+            start_new_session=True,
         )
-
-        def kill() -> None:
-            timed_out.set()
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code  # already reaped: keep Popen from waiting again
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+        outer_wall = time.perf_counter() - start
+        fields = stats_file.read_text().split()
     finally:
         out.close()
+        stats_file.unlink(missing_ok=True)
+    if len(fields) != 6:  # the launcher was killed: only the outer wall time is known
+        return Sample(outer_wall, 0.0, 0.0, 0, code, timed_out, 0, str(log_path) if log_path else None)
+    wall, user, system = (float(f) for f in fields[:3])
+    maxrss, floor, code = (int(f) for f in fields[3:])
     return Sample(
         wall_s=wall,
-        user_s=usage.ru_utime,
-        sys_s=usage.ru_stime,
-        maxrss_kib=usage.ru_maxrss,
+        user_s=user,
+        sys_s=system,
+        maxrss_kib=maxrss,
         exit_code=code,
-        timed_out=timed_out.is_set(),
+        timed_out=timed_out,
+        floor_kib=floor,
         log=str(log_path) if log_path is not None else None,
     )
 

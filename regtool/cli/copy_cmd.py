@@ -57,6 +57,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
     p.add_argument("--cert-dir", metavar="DIR", help=argparse.SUPPRESS)
     common.bool_flag(p, "--tls-verify", argparse.SUPPRESS, None)
+    from regtool.cli.sign_cmd import add_gate_flags  # signature gate (--require-signed), owned by sign_cmd
+
+    add_gate_flags(p)
 
     p = common.add_command(
         sub,
@@ -87,8 +90,8 @@ def _copy_options(args: argparse.Namespace) -> Any:
         raise UsageError("--preserve-digests forbids --format and platform subsets (they change digests)")
     if args.image_parallel_copies < 1:
         raise UsageError("--image-parallel-copies must be at least 1")
-    return CopyOptions(
-        multi_arch=mode,  # type: ignore[arg-type]  # checked above
+    options = CopyOptions(
+        multi_arch=mode,  # type: ignore[arg-type]  # checked by validate()
         platforms=platforms,
         platform=common.platform_from_args(args),
         remove_signatures=args.remove_signatures,
@@ -96,6 +99,8 @@ def _copy_options(args: argparse.Namespace) -> Any:
         format=args.format,
         parallel=args.image_parallel_copies,
     )
+    options.validate()
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,29 +114,52 @@ def run(args: argparse.Namespace) -> int:
     return common.run_async(lambda: _copy(args, src, dest, options), timeout=args.command_timeout)
 
 
-async def _copy(args: argparse.Namespace, src_ref: Any, dest_ref: Any, options: Any) -> int:
-    from regtool.cli.progress import RichProgress, make_progress
-    from regtool.copy import Copier, copy_with_retries
+def _clients(args: argparse.Namespace, src_ref: Any, dest_ref: Any) -> tuple[Any, Any]:
+    """The registry clients for both sides: one shared client unless one registry needs two settings."""
     from regtool.registry import ClientOptions, RegistryClient
-    from regtool.transports import open_destination, open_source
 
     src_opts = common.registry_options(args, "src")
     dest_opts = common.registry_options(args, "dest")
     base = common.client_options(args, src_opts)
+    src_reg = src_ref.reference.registry if src_ref.reference is not None else None
+    dest_reg = dest_ref.reference.registry if dest_ref.reference is not None else None
+    if src_reg is not None and src_reg == dest_reg and src_opts != dest_opts:
+        return RegistryClient(base), RegistryClient(ClientOptions(default=dest_opts, retry=base.retry))
+    per_host = {}
+    if dest_reg is not None:
+        per_host[dest_reg] = dest_opts
+    if src_reg is not None:
+        per_host[src_reg] = src_opts
+    shared = RegistryClient(ClientOptions(default=src_opts if src_reg else dest_opts, per_host=per_host,
+                                          retry=base.retry))
+    return shared, shared
+
+
+async def _copy(args: argparse.Namespace, src_ref: Any, dest_ref: Any, options: Any) -> int:
+    from regtool.cli.progress import RichProgress, make_progress
+    from regtool.copy import Copier, check_source, copy_with_retries
+    from regtool.transports import open_destination, open_source
+
     progress = make_progress(bool(args.quiet))
-    async with RegistryClient(base) as src_client, RegistryClient(
-        ClientOptions(default=dest_opts, retry=base.retry)
-    ) as dest_client:
+    src_client, dest_client = _clients(args, src_ref, dest_ref)
+    try:
+        from regtool.cli.sign_cmd import run_gate  # --require-signed: verify first, pin the verified digest
+
+        src_ref = await run_gate(args, src_ref, src_client)
 
         async def once() -> Any:
-            async with await open_source(src_ref, client=src_client) as source, await open_destination(
-                dest_ref, client=dest_client, source_ref=src_ref
-            ) as destination:
-                return await Copier(options, progress=progress).copy(source, destination)
+            async with await open_source(src_ref, client=src_client) as source:
+                await check_source(source)  # before a dir: destination writes anything
+                async with await open_destination(dest_ref, client=dest_client, source_ref=src_ref) as destination:
+                    return await Copier(options, progress=progress).copy(source, destination)
 
         ctx = progress if isinstance(progress, RichProgress) else contextlib.nullcontext()
         with ctx:
             result = await copy_with_retries(once, args.retry_times, args.retry_delay)
+    finally:
+        await src_client.aclose()
+        if dest_client is not src_client:
+            await dest_client.aclose()
     if args.digestfile:
         with open(args.digestfile, "w", encoding="utf-8") as fh:
             fh.write(result.digest)
@@ -143,10 +171,12 @@ async def _copy(args: argparse.Namespace, src_ref: Any, dest_ref: Any, options: 
                 f"Copied {result.digest}: {result.blobs_copied} blobs copied, {result.blobs_mounted} mounted, "
                 f"{result.blobs_skipped} already present, {result.bytes_copied} bytes\n"
             )
-        if result.digest_changed:
-            sys.stderr.write(f"Note: the digest changed from {result.source_digest} to {result.digest}\n")
         for name in result.attachments:
-            sys.stderr.write(f"Copied attached artifact tag {name}\n")
+            sys.stderr.write(f"Copied attached artifact {name}\n")
+        if result.signatures:
+            sys.stderr.write(f"Copied {result.signatures} signature(s)\n")
+    for note in result.notes:  # warnings: shown even with --quiet
+        sys.stderr.write(f"Note: {note}\n")
     return 0
 
 

@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "logout": "login_cmd",
     "copy": "copy_cmd",
     "delete": "copy_cmd",
+    "generate-key": "sign_cmd",
+    "sign": "sign_cmd",
+    "verify": "sign_cmd",
 }
 
 EPILOG = """\

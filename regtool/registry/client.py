@@ -239,7 +239,10 @@ class RegistryClient:
         if authz:
             hdrs["Authorization"] = authz
         resp = await self._exchange(host, method, url, hdrs, content)
-        if resp.status_code == 401 and host.auth.learn(resp) and not callable(getattr(content, "__aiter__", None)):
+        learned = resp.status_code == 401 and host.auth.learn(resp)
+        # A request sent before a concurrent one learnt the (Basic) challenge still gets its answer.
+        unanswered = resp.status_code == 401 and "Authorization" not in hdrs
+        if (learned or unanswered) and not callable(getattr(content, "__aiter__", None)):
             await resp.aclose()
             host.auth.forget(scopes)
             authz = await host.auth.header_for(host.http, scopes)

@@ -320,7 +320,7 @@ def _is_x(text: str) -> bool:
 def _parse_one(text: str) -> _Constraint:
     m = _CONSTRAINT_RE.match(text)
     if m is None:
-        raise ValueError(f"improper constraint: {text.strip()}")
+        raise ValueError(f"improper constraint {text.strip()!r}")
     op, ver = m.group(1), m.group(2)
     major, minor_g, patch_g, pre_g = m.group(3), m.group(4) or "", m.group(5) or "", m.group(6) or ""
     dirty = minor_dirty = patch_dirty = False
@@ -343,7 +343,8 @@ def _split_and_group(group: str) -> list[str]:
     ``ws* item (sep item)* ws*`` with ``sep = ws+ | ws* "," ws*`` and ``item = op ws* version``, and as
     no operator character can occur in a version, splitting is unambiguous.
     """
-    bad = ValueError(f"improper constraint: {group.strip()}")
+    text = group.strip(" \t\n\f\r")
+    bad = ValueError(f"improper constraint {text!r}" if text else "empty constraint (check the '||' and ',')")
     pieces = group.split(",")
     items: list[str] = []
     for piece in pieces:
@@ -385,7 +386,7 @@ class SemverRange:
 
     def check(self, version: Version, *, include_prerelease: bool = False) -> bool:
         """Masterminds ``Constraints.Check`` (with ``IncludePrerelease`` = ``include_prerelease``)."""
-        for group, has_pre in zip(self.groups, self.group_has_prerelease):
+        for group, has_pre in zip(self.groups, self.group_has_prerelease, strict=True):
             include = include_prerelease or has_pre
             if all(c.check(version, include) for c in group):
                 return True
@@ -427,7 +428,8 @@ class TagSelection:
     * ``include``: regexes, a tag must fully match one of them (``re.fullmatch``); none = no constraint;
     * ``exclude``: regexes, a tag that fully matches one is never selected (exclude wins over everything);
     * ``semver``: a Masterminds/semver range the tag must satisfy (tags that are not versions never do);
-    * ``latest``: keep only the N highest versions among the tags that passed the filters;
+    * ``latest``: keep only the N highest versions among the tags that passed the other filters
+      (exclusions included: "latest 3, excluding 2.0" gives three versions that are not 2.0);
     * ``exact``: tags always selected (even when absent from the listing: the copy then reports them);
     * ``digests``: images selected by digest, copied by digest (untagged at registry targets);
     * ``include_prerelease``: let prerelease versions through ``semver`` and ``latest``.
@@ -507,7 +509,7 @@ def select_tags(all_tags: Iterable[str], sel: TagSelection) -> list[str]:
     chosen: set[str] = set(sel.exact)
     if sel.lists:
         candidates = [t for t in dict.fromkeys(all_tags) if isinstance(t, str) and not is_signature_tag(t)]
-        candidates = [t for t in candidates if sel.included(t)]
+        candidates = [t for t in candidates if sel.included(t) and sel.excluded_by(t) is None]
         rng = sel.semver_range
         if rng is not None:
             candidates = [t for t in candidates if rng.matches(t, include_prerelease=sel.include_prerelease)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 
-from regtool.errors import NotFound
+from regtool.errors import ManifestError, NotFound, RegtoolError
 from regtool.manifest import Descriptor, Manifest
 from regtool.reference import Reference
 from regtool.registry import RegistryClient
@@ -19,10 +19,23 @@ class DockerSource(ImageSource):
         self.client = client
         self.ref = ref
         self.name = f"docker://{ref}"
+        self._head: tuple[Descriptor | None] | None = None
 
     async def head(self, digest: str | None = None) -> Descriptor | None:
-        """The manifest descriptor from a HEAD (free of Docker Hub's pull quota)."""
-        return await self.client.head_manifest(self.ref.with_digest(digest) if digest else self.ref)
+        """The manifest descriptor from a HEAD (free of Docker Hub's pull quota).
+
+        The named image's answer is kept, so checking that the source exists
+        before a copy and the copy's own no-op check cost one request.
+        """
+        if digest:
+            return await self.client.head_manifest(self.ref.with_digest(digest))
+        if self._head is None:
+            self._head = (await self.client.head_manifest(self.ref),)
+        return self._head[0]
+
+    async def head_tag(self, name: str) -> Descriptor | None:
+        """HEAD of another tag of the same repository (cosign ``sha256-<hex>.sig`` tags)."""
+        return await self.client.head_manifest(self.ref.repo_only().with_tag(name))
 
     async def get_manifest(self, digest: str | None = None) -> Manifest:
         return await self.client.get_manifest(self.ref.with_digest(digest) if digest else self.ref)
@@ -62,6 +75,8 @@ class DockerDestination(ImageDestination):
         self.ref = ref
         self.mount_from = mount_from
         self.name = f"docker://{ref}"
+        #: Blobs belong to a repository, whatever the tag: transfers are shared per scope.
+        self.blob_scope = f"docker://{ref.registry}/{ref.repository}"
         self._manifests: dict[str, tuple[bytes, str]] = {}
         self.blob_results: dict[str, str] = {}
 
@@ -82,11 +97,20 @@ class DockerDestination(ImageDestination):
 
             def opener(offset: int) -> AsyncIterator[bytes]:
                 if offset:
-                    raise NotFound(f"blob {desc.digest}: source cannot be re-read from byte {offset}")
+                    raise RegtoolError(f"blob {desc.digest}: the source cannot be re-read from byte {offset}")
                 return _aiter(stream)
 
-        result = await self.client.upload_blob(self.ref, desc, opener, mount_from=self.mount_from)
+        await self.upload(desc, opener, mount_from=self.mount_from)
+
+    async def upload(self, desc: Descriptor, opener: BlobOpener, *, mount_from: str | None = None) -> str:
+        """Uploads a blob, first offering a cross-repository mount from ``mount_from``.
+
+        One POST asks for the mount; when the registry declines (202) the upload
+        continues in the session it opened. Returns "mounted" or "uploaded".
+        """
+        result = await self.client.upload_blob(self.ref, desc, opener, mount_from=mount_from)
         self.blob_results[desc.digest] = result
+        return result
 
     async def mount_blob(self, desc: Descriptor, from_repository: str) -> bool:
         return await self.client.mount_blob(self.ref, desc.digest, from_repository)
@@ -100,10 +124,18 @@ class DockerDestination(ImageDestination):
         self._manifests[digest] = (manifest_bytes, media_type)
 
     async def tag(self, name: str | None, desc: Descriptor) -> None:
-        data, media_type = self._manifests[desc.digest]
+        """PUTs the manifest under ``name`` (``None``: the destination's tag, or its digest if it names one)."""
+        staged = self._manifests.get(desc.digest)
+        if staged is None:
+            raise ManifestError(f"{self.name}: cannot tag {desc.digest}: its manifest was not written")
+        data, media_type = staged
         target = self.ref.repo_only().with_tag(name) if name else self.ref
         if target.digest and not target.tag:
-            await self.client.put_manifest(target, data, media_type)
+            if target.digest != desc.digest:
+                raise ManifestError(
+                    f"{self.name}: the destination names digest {target.digest} but the copy produced {desc.digest}"
+                )
+            await self.client.put_manifest(target.repo_only().with_digest(target.digest), data, media_type)
             return
         await self.client.put_manifest(target.repo_only().with_tag(target.tag or "latest"), data, media_type)
 
