@@ -458,8 +458,11 @@ def test_copy_gate_refuses_unsigned_and_copies_signed(
     assert r.rc == 0, r.stderr
     assert "Signature gate" in r.stderr
     assert (out / "manifest.json").read_bytes() == signed.manifest
-    # the signature travelled with the image and still verifies there
-    assert verify(None, f"dir:{out}", one).rc == 0
+    # to a registry: the .sig tag travels with the image and still verifies there
+    r = run_regtool(["copy", "--require-signed", "--key", str(one.pub), *f, *dest_flags,
+                     docker(reg, repo, "signed"), docker(reg, repo + "-mirror", "signed")])
+    assert r.rc == 0, r.stderr
+    assert verify(reg, docker(reg, repo + "-mirror", "signed"), one).rc == 0
 
     # gate flags without --require-signed are a usage error, not a silently skipped check
     r = run_regtool(["copy", "--key", str(one.pub), *f, docker(reg, repo, "signed"), f"dir:{tmp_path / 'x'}"])

@@ -14,32 +14,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from regtool.registry.options import ClientOptions, RegistryOptions
 
-#: Flags that take skopeo's ``--flag=false`` spelling; a bare ``--flag`` means true.
-BOOL_FLAGS = {
-    "--tls-verify",
-    "--src-tls-verify",
-    "--dest-tls-verify",
-    "--debug",
-    "--no-creds",
-    "--src-no-creds",
-    "--dest-no-creds",
-    "--raw",
-    "--config",
-    "--no-tags",
-    "--all",
-    "--remove-signatures",
-    "--quiet",
-    "--dry-run",
-    "--keep-going",
-    "--scoped",
-    "--password-stdin",
-    "--get-login",
-    "--fail-fast",
-    "--preserve-digests",
-    "--include-nondistributable",
-}
-
-
 def parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("true", "1", "yes", "t"):
@@ -49,14 +23,29 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean value {text!r} (use true or false)")
 
 
-def normalise_bool_flags(argv: list[str]) -> list[str]:
-    """Turns a bare ``--tls-verify`` into ``--tls-verify=true`` so the next word stays a positional."""
+def normalise_bool_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Turns a bare ``--tls-verify`` into ``--tls-verify=true`` so the next word stays a positional.
+
+    Boolean flags take skopeo's ``--flag=false`` spelling; which words are boolean flags depends on
+    the command (``--config`` is one for inspect, not for sync), so the parsers are asked.
+    """
+    sub_parsers: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub_parsers = dict(action.choices)
+    flags = _bool_options(parser)
     out: list[str] = []
     for i, word in enumerate(argv):
         if word == "--":
             return out + argv[i:]
-        out.append(f"{word}=true" if word in BOOL_FLAGS else word)
+        if word in sub_parsers and not any(w in sub_parsers for w in out):
+            flags = flags | _bool_options(sub_parsers[word])
+        out.append(f"{word}=true" if word in flags else word)
     return out
+
+
+def _bool_options(parser: argparse.ArgumentParser) -> set[str]:
+    return {opt for action in parser._actions if action.type is parse_bool for opt in action.option_strings}
 
 
 def bool_flag(parser: argparse.ArgumentParser | Any, name: str, help: str, default: Any = None) -> None:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "logout": "login_cmd",
     "copy": "copy_cmd",
     "delete": "copy_cmd",
+    "sync": "sync_cmd",
     "generate-key": "sign_cmd",
     "sign": "sign_cmd",
     "verify": "sign_cmd",
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = common.normalise_bool_flags(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    args_list = common.normalise_bool_flags(parser, list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help

@@ -167,9 +167,11 @@ class RegistryClient:
             if conf.is_insecure(registry) and opts.tls_verify:
                 log.info("%s is insecure in registries.conf: allowing unverified TLS and HTTP", registry)
                 opts = replace(opts, tls_verify=False)
-            verify: ssl.SSLContext | bool = build_ssl_context(
-                registry, verify=opts.tls_verify, cert_dir=opts.cert_dir
-            )
+            verify: ssl.SSLContext | bool
+            if opts.ca_file or opts.client_cert:
+                verify = _file_ssl_context(opts)
+            else:
+                verify = build_ssl_context(registry, verify=opts.tls_verify, cert_dir=opts.cert_dir)
             http = httpx.AsyncClient(
                 verify=verify,
                 http2=self.options.http2,
@@ -826,6 +828,22 @@ async def _rechunk(source: AsyncIterator[bytes], size: int) -> AsyncIterator[byt
             del buf[:size]
     if buf:
         yield bytes(buf)
+
+
+def _file_ssl_context(opts: RegistryOptions) -> ssl.SSLContext:
+    """A TLS context from explicit files (sync configs), on top of the system trust store."""
+    ctx = ssl.create_default_context()
+    try:
+        if opts.ca_file:
+            ctx.load_verify_locations(opts.ca_file)
+        if opts.client_cert:
+            ctx.load_cert_chain(opts.client_cert, opts.client_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load TLS files ({opts.ca_file or opts.client_cert}): {exc}") from None
+    if not opts.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _int(resp: httpx.Response, header: str) -> int:

@@ -16,6 +16,10 @@ class RegistryOptions:
 
     tls_verify: bool = True
     cert_dir: str | None = None
+    #: Extra CA bundle and client certificate pair (sync configs name files, not a cert dir).
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
     credential: Credential | None = None
     no_creds: bool = False
     authfile: str | None = None

@@ -20,6 +20,8 @@ class DockerSource(ImageSource):
         self.ref = ref
         self.name = f"docker://{ref}"
         self._head: tuple[Descriptor | None] | None = None
+        #: The repository's tag list when the caller already has it (a sync lists once per repository).
+        self.known_tags: list[str] | None = None
 
     async def head(self, digest: str | None = None) -> Descriptor | None:
         """The manifest descriptor from a HEAD (free of Docker Hub's pull quota).
@@ -48,7 +50,9 @@ class DockerSource(ImageSource):
         return lambda offset: self.client.open_blob(self.ref, desc, offset)
 
     async def list_tags(self) -> list[str]:
-        return await self.client.list_tags(self.ref)
+        if self.known_tags is None:
+            self.known_tags = await self.client.list_tags(self.ref)
+        return self.known_tags
 
     async def get_signatures(self, digest: str) -> list[bytes]:
         return []

@@ -30,12 +30,14 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import IO, Any
 
 import anyio.to_thread
 
+from regtool.atomic import write_atomic
 from regtool.errors import DigestMismatch, InvalidReference, ManifestError, NotFound, RegtoolError, UsageError
 from regtool.manifest import MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor, Manifest, parse_manifest
 from regtool.transports.base import (
@@ -545,21 +547,49 @@ class OCILayoutDestination(ImageDestination):
             raise ManifestError(f"{self.name}: index.json is larger than {MAX_INDEX_SIZE} bytes")
         return _parse_index(data, self.name)
 
+    async def named_digest(self, name: str | None = None) -> str | None:
+        """The digest index.json names ``name`` (default: this destination's ref), if any."""
+        want = name if name is not None else self._ref
+
+        def find() -> str | None:
+            for entry in _entries(self._read_current_index()):
+                if _ref_name_of(entry) == want:
+                    return str(entry["digest"])
+            return None
+
+        return await anyio.to_thread.run_sync(find)
+
     async def commit(self) -> None:
         if not self._root:
             raise RegtoolError(f"{self.name}: destination already closed")
-        await anyio.to_thread.run_sync(ensure_real_dir, self._root)
-        layout_path = os.path.join(self._root, LAYOUT_FILE)
-        if not await anyio.to_thread.run_sync(os.path.isfile, layout_path):
-            await atomic_write_bytes(self._root, LAYOUT_FILE, b'{"imageLayoutVersion":"1.0.0"}')
-        index = await anyio.to_thread.run_sync(self._read_current_index)
-        entries = _entries(index)
-        for entry in self._pending:
-            entries = _add_entry(entries, entry)
-        index["manifests"] = entries
-        data = json.dumps(index, separators=(",", ":"), ensure_ascii=False).encode()
-        await atomic_write_bytes(self._root, INDEX_FILE, data)
+        await anyio.to_thread.run_sync(self._commit_blocking)
         self._pending = []
+
+    def _commit_blocking(self) -> None:
+        # One read-modify-write of index.json at a time per layout in this process, so
+        # concurrent copies into one layout (a sync) never lose each other's entries.
+        with _index_lock(self._root):
+            ensure_real_dir(self._root)
+            layout_path = os.path.join(self._root, LAYOUT_FILE)
+            if not os.path.isfile(layout_path):
+                write_atomic(layout_path, b'{"imageLayoutVersion":"1.0.0"}')
+            index = self._read_current_index()
+            entries = _entries(index)
+            for entry in self._pending:
+                entries = _add_entry(entries, entry)
+            index["manifests"] = entries
+            data = json.dumps(index, separators=(",", ":"), ensure_ascii=False).encode()
+            write_atomic(os.path.join(self._root, INDEX_FILE), data)
+
+
+_INDEX_LOCKS: dict[str, threading.Lock] = {}
+_INDEX_LOCKS_GUARD = threading.Lock()
+
+
+def _index_lock(root: str) -> threading.Lock:
+    key = os.path.realpath(root)
+    with _INDEX_LOCKS_GUARD:
+        return _INDEX_LOCKS.setdefault(key, threading.Lock())
 
 
 def _archive_members(root: str) -> Iterator[tuple[str, str]]:
