@@ -35,7 +35,6 @@ def add_parsers(sub: Any) -> None:
     common.bool_flag(p, "--config", "print the image config (in OCI form unless --raw)", False)
     common.bool_flag(p, "--no-tags", "do not list the repository's tags", False)
     p.add_argument("--format", "-f", metavar="TEMPLATE", help="Go template for the output (see above)")
-    p.add_argument("--retry-times", type=int, default=0, metavar="N", help="retry the command N times on failure")
     common.add_auth_flags(p)
 
     p = common.add_command(

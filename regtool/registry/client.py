@@ -237,13 +237,16 @@ class RegistryClient:
         """
         await self._pace(host)
         hdrs = dict(headers or {})
-        authz = await host.auth.header_for(host.http, scopes)
+        # Upload Locations and pagination Links are the registry's to choose; credentials still only
+        # go to the registry's own origin, and only its own challenges are answered.
+        own = _same_origin(host, httpx.URL(url))
+        authz = await host.auth.header_for(host.http, scopes) if own else None
         if authz:
             hdrs["Authorization"] = authz
         resp = await self._exchange(host, method, url, hdrs, content)
-        learned = resp.status_code == 401 and host.auth.learn(resp)
+        learned = own and resp.status_code == 401 and host.auth.learn(resp)
         # A request sent before a concurrent one learnt the (Basic) challenge still gets its answer.
-        unanswered = resp.status_code == 401 and "Authorization" not in hdrs
+        unanswered = own and resp.status_code == 401 and "Authorization" not in hdrs
         if (learned or unanswered) and not callable(getattr(content, "__aiter__", None)):
             await resp.aclose()
             host.auth.forget(scopes)
@@ -259,7 +262,7 @@ class RegistryClient:
                 raise RegistryError(f"{method} {host.registry}: too many redirects", host=host.registry)
             target = resp.request.url.join(resp.headers.get("location", ""))
             await resp.aclose()
-            if target.netloc.decode() != host.api_host or target.scheme != (host.scheme or "https"):
+            if not _same_origin(host, target):
                 hdrs.pop("Authorization", None)
             if target.scheme == "http" and host.options.tls_verify and resp.request.url.scheme == "https":
                 raise RegistryError(
@@ -844,6 +847,12 @@ def _file_ssl_context(opts: RegistryOptions) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def _same_origin(host: _Host, url: httpx.URL) -> bool:
+    """Whether ``url`` is the registry itself (scheme, host and port): the only place credentials go."""
+    netloc = url.netloc.decode("ascii", "replace").lower()
+    return url.scheme == (host.scheme or "https") and netloc == host.api_host.lower()
 
 
 def _int(resp: httpx.Response, header: str) -> int:
