@@ -264,7 +264,16 @@ class Copier:
             top = await src.get_manifest(child.digest)
             result.source_digest = top.digest
         written = await self._copy_top(src, dest, top, result)
-        await dest.tag(None, written)
+        try:
+            await dest.tag(None, written)
+        except RegtoolError as exc:
+            index_only = top.is_index and opts.multi_arch == "index-only"
+            if index_only and getattr(exc, "code", None) == "MANIFEST_BLOB_UNKNOWN":
+                raise RegtoolError(
+                    f"{dest.name} does not hold the instances of {written.digest}: --multi-arch index-only "
+                    "copies the index alone (copy the instances first, or use --all)"
+                ) from exc
+            raise
         self.progress.manifest_written(written, dest.name)
         result.digest = written.digest
         result.digest_changed = written.digest != top.digest
@@ -452,6 +461,9 @@ class Copier:
             try:
                 self._tags[key] = set(await src.list_tags())
             except NotFound:
+                self._tags[key] = set()
+            except RegtoolError as exc:  # e.g. a registry that refuses tag listing to this user
+                log.warning("cannot list the tags of %s to find signatures and attachments: %s", src.name, exc)
                 self._tags[key] = set()
         return self._tags[key]
 

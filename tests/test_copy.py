@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,6 +203,10 @@ def test_copy_index_only(registry_plain: Registry, repo: str, tmp_path: Path) ->
         assert manifest_paths(fp, "PUT") == [f"/v2/{repo}-dst/manifests/m"]
         assert blob_requests(fp, "GET") == blob_requests(fp, "HEAD") == 0
     assert raw(registry_plain, repo + "-dst", "m") == idx.manifest
+    # into a repository without the instances: the registry refuses the index, and regtool says why
+    r = run_regtool(["copy", *PLAIN_FLAGS, "--multi-arch", "index-only", src, dref(registry_plain, repo + "-e", "m")])
+    assert r.rc == 1 and "--all" in one_line_error(r)
+    assert list_tags(registry_plain, repo + "-e") == []
 
 
 @pytest.mark.parametrize("how", ["multi-arch", "platform"])
@@ -347,6 +350,22 @@ def test_noop_recopy_index_all(registry_plain: Registry, repo: str, proxy: Fault
     assert proxy.methods() <= {"HEAD", "GET"}
 
 
+def test_interrupted_blob_download_resumes(registry_plain: Registry, make_registry: object, repo: str) -> None:
+    dest: Registry = make_registry("plain")  # type: ignore[operator]
+    img = push_oci_image(registry_plain, repo, "v1", layers=1, layer_size=3 * MiB)
+    layer = img.layers[0]
+    with FaultProxy(target=registry_plain.host) as fp:
+        rule = fp.add_rule(FaultRule(method="GET", path_regex=rf"/blobs/{layer.digest}", kind="truncate",
+                                     after_bytes=1024 * 1024, times=1))
+        copy_ok(*PLAIN_FLAGS, dref(fp, repo, "v1"), dref(dest, repo, "v1"))
+        assert rule.fired == 1
+        gets = fp.requests("GET", rf"/blobs/{layer.digest}")
+        assert len(gets) == 2  # the broken one, then the rest of the blob
+        assert gets[1].response_bytes < layer.size  # resumed with Range, not started over
+    assert fetch_blob(dest, repo, layer.digest) == layer.data
+    assert raw(dest, repo, "v1") == img.manifest
+
+
 def test_tag_copy_within_repository(registry_plain: Registry, repo: str, proxy: FaultProxy) -> None:
     img = push_oci_image(registry_plain, repo, "a")
     idx = push_index(registry_plain, repo, "m")
@@ -380,19 +399,32 @@ def test_shared_blobs_transferred_once(registry_plain: Registry, make_registry: 
 # --------------------------------------------------------------------------- big blobs and memory
 
 
-def run_measured(args: list[str], timeout: float = 600) -> tuple[int, str, float]:
-    """Runs regtool in a subprocess; returns (exit code, stderr, peak RSS in MiB of that process)."""
-    env = dict(os.environ, REGISTRY_AUTH_FILE="/nonexistent/auth.json", CONTAINERS_REGISTRIES_CONF="/dev/null")
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "regtool.cli.main", *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        text = err.read().decode(errors="replace")
-    rss_mib = usage.ru_maxrss / 1024  # Linux: KiB
+# A small launcher forks regtool and reports that child's peak RSS. Measuring straight from pytest would
+# not work: Linux carries a process's peak RSS across fork and exec, so a child of the (large) pytest
+# process would report pytest's own peak. The launcher's footprint (a bare interpreter) is what a child
+# inherits here, far below the limit being checked.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "regtool.cli.main", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+with open(os.environ["REGTOOL_TEST_RSS_FILE"], "w") as fh:
+    fh.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(args: list[str], tmp_path: Path, timeout: float = 600) -> tuple[int, str, float]:
+    """Runs regtool in a subprocess; returns (exit code, stderr, peak RSS of the regtool process in MiB)."""
+    rss_file = tmp_path / f"rss-{len(list(tmp_path.glob('rss-*')))}"
+    env = dict(os.environ, REGISTRY_AUTH_FILE="/nonexistent/auth.json", CONTAINERS_REGISTRIES_CONF="/dev/null",
+               REGTOOL_TEST_RSS_FILE=str(rss_file))
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, env=env, timeout=timeout, check=False)
+    rss_mib = int(rss_file.read_text()) / 1024  # Linux reports KiB
     print(f"peak RSS of regtool {' '.join(args[:1])}: {rss_mib:.1f} MiB")
-    return proc.returncode, text, rss_mib
+    return proc.returncode, proc.stderr.decode(errors="replace"), rss_mib
 
 
 @pytest.mark.slow
@@ -403,7 +435,7 @@ def test_big_blob_streams_with_bounded_memory(
     layer = img.layers[0]
     assert layer.size > 100 * MiB
     rc, err, rss = run_measured(["copy", *side_flags(registry_plain, registry_basic),
-                                 dref(registry_plain, repo, "big"), dref(registry_basic, repo, "big")])
+                                 dref(registry_plain, repo, "big"), dref(registry_basic, repo, "big")], tmp_path)
     assert rc == 0, err
     assert "2 blobs copied" in err
     assert raw(registry_basic, repo, "big") == img.manifest
@@ -412,7 +444,7 @@ def test_big_blob_streams_with_bounded_memory(
     assert rss < 100, f"peak RSS {rss:.1f} MiB registry -> registry"
     out = tmp_path / "layout"
     rc, err, rss_oci = run_measured(["copy", "--src-tls-verify=false", dref(registry_plain, repo, "big"),
-                                     f"oci:{out}:big"])
+                                     f"oci:{out}:big"], tmp_path)
     assert rc == 0, err
     blob = out / "blobs" / "sha256" / layer.digest.split(":")[1]
     assert blob.stat().st_size == layer.size

@@ -296,3 +296,21 @@ def test_format_conversion_into_layout(registry_plain: Registry, repo: str, tmp_
     assert info["Digest"] == entry["digest"]
     index = json.loads((layout / "index.json").read_text())
     assert index["mediaType"] == OCI_INDEX
+
+
+def test_corrupt_layout_blob_fails_and_tags_nothing(registry_plain: Registry, repo: str, tmp_path: Path) -> None:
+    """The digest is checked while streaming: a bad blob aborts the upload and nothing is tagged."""
+    img = push_oci_image(registry_plain, repo, "v1", layers=1, layer_size=200_000)
+    layout = tmp_path / "layout"
+    copy_ok("--src-tls-verify=false", dref(registry_plain, repo, "v1"), f"oci:{layout}:v1")
+    layer = img.layers[0]
+    path = layout / "blobs/sha256" / layer.digest.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    r = run_regtool(["copy", "--dest-tls-verify=false", f"oci:{layout}:v1", dref(registry_plain, repo + "-c", "v1")])
+    assert r.rc == 1
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("regtool: error: ") and "digest" in last
+    assert list_tags(registry_plain, repo + "-c") == []
+    assert registry_plain.http.head(f"/v2/{repo}-c/blobs/{layer.digest}").status_code == 404

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -43,9 +42,6 @@ from regtool.transports.dirlayout import DirDestination
 from regtool.transports.docker import DockerSource
 from regtool.transports.layout import OCILayoutDestination
 from tests.support.cli import run_regtool
-
-if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on there
-    from exceptiongroup import BaseExceptionGroup
 from tests.support.images import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -218,30 +214,8 @@ async def _copy(
             await Copier(CopyOptions(multi_arch=multi_arch)).copy(source, dest)  # type: ignore[arg-type]
 
 
-def _first_leaf(exc: BaseException) -> BaseException:
-    """The first non-group exception inside ``exc`` (RegtoolErrors preferred)."""
-    leaves: list[BaseException] = []
-    stack = [exc]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, BaseExceptionGroup):
-            stack[:0] = list(item.exceptions)
-        else:
-            leaves.append(item)
-    return next((e for e in leaves if isinstance(e, RegtoolError)), leaves[0])
-
-
 def _run_copy(main: Callable[[], Any]) -> None:
-    """Runs a copy; an exception group from the copier's task groups is unwrapped to its error.
-
-    ``Copier.copy`` currently lets anyio's ExceptionGroup escape (reported as a copy bug; see
-    ``test_copy_errors_are_not_exception_groups``), so the tests here look at the error inside to
-    check *what* was refused.
-    """
-    try:
-        anyio.run(main)
-    except BaseExceptionGroup as group:
-        raise _first_leaf(group) from None
+    anyio.run(main)
 
 
 def copy_to_oci(fake: FakeRegistry, layout: Path, ref: str = f"{HOST}/{REPO}:1", **kw: Any) -> None:
@@ -374,11 +348,6 @@ def test_tag_whose_docker_content_digest_lies_is_refused(fake: FakeRegistry, lay
     _assert_nothing_named(layout, image.digest, claimed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="copy bug (reported): an error inside Copier's task groups escapes as an ExceptionGroup, "
-    "which the CLI prints as a traceback instead of one line",
-)
 def test_digest_mismatch_through_the_cli_is_one_line_exit_1(tmp_path: Path) -> None:
     """The same refusal as a user sees it, from ``regtool copy`` against a lying local layout."""
     src = tmp_path / "src"
@@ -401,10 +370,6 @@ def test_digest_mismatch_through_the_cli_is_one_line_exit_1(tmp_path: Path) -> N
     assert not _blob_file(dest, layer.digest).exists() and _index_entries(dest) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="copy bug (reported): Copier.copy raises anyio's ExceptionGroup, not the DigestMismatch inside",
-)
 def test_copy_errors_are_not_exception_groups(fake: FakeRegistry, layout: Path) -> None:
     image = fake.add(_image(), tag="1")
     layer = image.layers[0]
@@ -547,12 +512,6 @@ def test_shallow_nested_indexes_still_copy(fake: FakeRegistry, layout: Path) -> 
         assert _blob_file(layout, digest).exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="copy bug (reported): Copier._copy_manifest fetches and copies every child entry even when "
-    "an index repeats the same digest, so an index of N entries pointing at an index of N entries ... "
-    "costs N**depth requests (N=25, depth 3 is 15625 manifest fetches)",
-)
 def test_repeated_children_are_fetched_once(fake: FakeRegistry, layout: Path) -> None:
     chain = _index_chain(fake, depth=1)
     inner = {"mediaType": OCI_INDEX, "digest": chain[0], "size": len(fake.manifests[chain[0]][0])}
@@ -747,10 +706,11 @@ CREDENTIALS = [
 
 
 def _basic_challenge(fake: FakeRegistry) -> None:
-    """Make HOST ask for Basic auth, so the client learns to send it."""
+    """Make the registry (https://HOST) ask for Basic auth, so the client learns to send it."""
 
     def challenge(req: httpx.Request) -> httpx.Response | None:
-        if req.url.host == HOST and not req.headers.get("authorization"):
+        own = req.url.scheme == "https" and req.url.netloc == HOST.encode()
+        if own and not req.headers.get("authorization"):
             return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="hostile"'})
         return None
 

@@ -220,7 +220,8 @@ def test_signatures_from_cosign_and_skopeo_verify(image: str, args: list[str]) -
 def test_wrong_policies_are_rejected_with_the_reason(args: list[str], reason: str) -> None:
     r = run_regtool(["verify", *args, f"dir:{CI / 'dir-img-cosign-valid-with-tag'}"])
     assert r.rc == 1
-    assert f"signature-1: {reason}" in r.stderr
+    [rejected] = [line for line in r.stderr.splitlines() if line.startswith("regtool: rejected ")]
+    assert " signature-1: " in rejected and reason in rejected
     assert r.stderr.strip().splitlines()[-1].startswith("regtool: error: no accepted signature")
 
 
@@ -484,7 +485,7 @@ def _any_rekor_keys() -> tuple[Any, ...]:
 
 def _jwt(claims: dict[str, Any]) -> str:
     jwt = pytest.importorskip("jwt")
-    token: str = jwt.encode(claims, "not-verified-by-clients", algorithm="HS256")
+    token: str = jwt.encode(claims, "not-verified-by-clients: a 32+ byte test secret", algorithm="HS256")
     return token
 
 

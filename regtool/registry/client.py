@@ -61,6 +61,12 @@ CHUNK = 1 << 20
 UPLOAD_CHUNK = 8 << 20
 MAX_TAG_PAGES = 10_000
 MAX_REDIRECTS = 5
+#: Bodies read whole (tag lists, catalogs, upload answers) stop here: a registry may send endless ones.
+MAX_RESPONSE_SIZE = 64 << 20
+#: Only the start of an error body is kept (the message is in the first JSON error).
+MAX_ERROR_BODY = 64 << 10
+#: Digest algorithms content is verified with (the OCI registered ones); anything else is refused.
+VERIFIABLE_ALGORITHMS = frozenset({"sha256", "sha384", "sha512"})
 
 #: Opens a blob's bytes from an offset; uploads reopen it to resume or fall back.
 BlobOpener = Callable[[int], AsyncIterator[bytes]]
@@ -296,8 +302,8 @@ class RegistryClient:
             return
         for scheme in ("https", "http"):
             try:
-                resp = await host.http.get(f"{scheme}://{host.api_host}/v2/")
-                await resp.aclose()
+                async with host.http.stream("GET", f"{scheme}://{host.api_host}/v2/"):
+                    pass  # the answer's body is not needed (nor read: it may never end)
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 log.debug("%s://%s unusable: %s", scheme, host.api_host, type(exc).__name__)
                 continue
@@ -307,7 +313,9 @@ class RegistryClient:
 
     def _retrying(self) -> AsyncRetrying:
         policy = self.options.retry
-        backoff = wait_exponential_jitter(multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff)
+        backoff = wait_exponential_jitter(
+            multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff
+        )
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -372,16 +380,25 @@ class RegistryClient:
                     if resp.status_code in ok or resp.status_code in allow:
                         if not stream:
                             try:
-                                await resp.aread()
+                                read = await _read_capped(resp, MAX_RESPONSE_SIZE)
                             except httpx.TransportError as exc:
                                 raise ConnectionFailed(
                                     f"{what}: connection to {host.registry} broke: {type(exc).__name__}"
                                 ) from exc
+                            if read is None:
+                                raise RegistryError(
+                                    f"{what}: {host.registry} answered more than {MAX_RESPONSE_SIZE} bytes "
+                                    "(answer too large)",
+                                    host=host.registry,
+                                    status=resp.status_code,
+                                )
+                            resp = read
                         return resp
                     try:
-                        await resp.aread()
+                        resp = await _read_capped(resp, MAX_ERROR_BODY) or _bodiless(resp)
                     except httpx.TransportError:
-                        pass
+                        await resp.aclose()
+                        resp = _bodiless(resp)
                     err = error_from_response(resp, what)
                     if (
                         isinstance(err, TooManyRequests)
@@ -532,6 +549,8 @@ class RegistryClient:
         what = f"blob {desc.digest} from {ref.registry}/{ref.repository}"
         path = f"/v2/{ref.repository}/blobs/{desc.digest}"
         algorithm = desc.digest.split(":", 1)[0]
+        if algorithm not in VERIFIABLE_ALGORITHMS:
+            raise ManifestError(f"{what}: unsupported digest algorithm {algorithm!r}; cannot verify it")
         hasher = hashlib.new(algorithm) if offset == 0 else None
         pos = offset
         held: bytes | None = None  # the newest full chunk, released once the next one arrives
@@ -847,6 +866,33 @@ def _file_ssl_context(opts: RegistryOptions) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+async def _read_capped(resp: httpx.Response, limit: int) -> httpx.Response | None:
+    """``resp`` with its body read, or None (connection closed) when the body passes ``limit`` bytes."""
+    if resp.request.method == "HEAD":
+        await resp.aread()
+        return resp
+    if _int(resp, "content-length") <= limit:
+        body = bytearray()
+        async for piece in resp.aiter_bytes():
+            body += piece
+            if len(body) > limit:
+                break
+        else:
+            await resp.aclose()
+            return _bodiless(resp, bytes(body))
+    await resp.aclose()
+    return None
+
+
+def _bodiless(resp: httpx.Response, body: bytes = b"") -> httpx.Response:
+    """A read copy of ``resp`` holding ``body`` (already decoded), status and headers kept."""
+    drop = ("content-encoding", "content-length", "transfer-encoding")
+    headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in drop]
+    return httpx.Response(
+        resp.status_code, headers=headers, content=body, request=resp.request, extensions=resp.extensions
+    )
 
 
 def _same_origin(host: _Host, url: httpx.URL) -> bool:
