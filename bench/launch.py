@@ -7,7 +7,8 @@ memory image it had before ``exec``, which for a child forked (or vforked) strai
 the benchmark is the benchmark's own RSS (tens of MiB). This tiny interpreter (``-S``: no
 site packages) forks the command from a small image instead, so the command's peak RSS is
 measured exactly whenever it exceeds the launcher's own (``floor_kib`` in the output,
-about 10 MiB). Output: one line ``wall_s user_s sys_s maxrss_kib floor_kib exit_code``.
+about 10 MiB). Output: one line
+``wall_s user_s sys_s maxrss_kib floor_kib exit_code minflt majflt nvcsw nivcsw``.
 The launcher exits with the command's exit code.
 """
 
@@ -32,7 +33,10 @@ def main() -> int:
     wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     with open(out_path, "w") as out:
-        out.write(f"{wall:.6f} {usage.ru_utime:.6f} {usage.ru_stime:.6f} {usage.ru_maxrss} {floor} {code}\n")
+        out.write(
+            f"{wall:.6f} {usage.ru_utime:.6f} {usage.ru_stime:.6f} {usage.ru_maxrss} {floor} {code} "
+            f"{usage.ru_minflt} {usage.ru_majflt} {usage.ru_nvcsw} {usage.ru_nivcsw}\n"
+        )
     return code if code >= 0 else 128 - code
 
 

@@ -33,6 +33,10 @@ class Sample:
     timed_out: bool = False
     floor_kib: int = 0  # the launcher's RSS: maxrss_kib is exact when above it
     log: str | None = None
+    minflt: int = 0  # page faults without I/O (each is kernel time: buffers allocated and touched)
+    majflt: int = 0
+    nvcsw: int = 0  # voluntary context switches (waiting for I/O)
+    nivcsw: int = 0  # involuntary ones (preempted: a sign of CPU contention)
 
     @property
     def cpu_s(self) -> float:
@@ -90,10 +94,10 @@ def run_measured(
     finally:
         out.close()
         stats_file.unlink(missing_ok=True)
-    if len(fields) != 6:  # the launcher was killed: only the outer wall time is known
+    if len(fields) != 10:  # the launcher was killed: only the outer wall time is known
         return Sample(outer_wall, 0.0, 0.0, 0, code, timed_out, 0, str(log_path) if log_path else None)
     wall, user, system = (float(f) for f in fields[:3])
-    maxrss, floor, code = (int(f) for f in fields[3:])
+    maxrss, floor, code, minflt, majflt, nvcsw, nivcsw = (int(f) for f in fields[3:])
     return Sample(
         wall_s=wall,
         user_s=user,
@@ -103,6 +107,10 @@ def run_measured(
         timed_out=timed_out,
         floor_kib=floor,
         log=str(log_path) if log_path is not None else None,
+        minflt=minflt,
+        majflt=majflt,
+        nvcsw=nvcsw,
+        nivcsw=nivcsw,
     )
 
 
@@ -144,5 +152,8 @@ class Series:
             "median_cpu_s": r(self.median_cpu()),
             "peak_rss_mib": r(self.max_rss_mib(), 1),
             "median_rss_mib": r(self.median_rss_mib(), 1),
+            "median_user_s": r(statistics.median(s.user_s for s in self.good()) if self.good() else None),
+            "median_sys_s": r(statistics.median(s.sys_s for s in self.good()) if self.good() else None),
+            "median_minflt": statistics.median(s.minflt for s in self.good()) if self.good() else None,
             "samples": [s.to_json() for s in self.samples],
         }

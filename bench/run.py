@@ -301,7 +301,8 @@ class Bench:
         r = self.dst.http.head(f"/v2/{repo}/manifests/{tag}", headers={"Accept": images.ACCEPT_ALL})
         if r.status_code != 200:
             return None
-        return r.headers.get("Docker-Content-Digest")
+        digest: str | None = r.headers.get("Docker-Content-Digest")
+        return digest
 
     def check_tags(self, repo: str, expected: dict[str, str]) -> str | None:
         """None when ``repo`` at the destination holds exactly the expected tag -> digest map."""
@@ -487,7 +488,7 @@ class Bench:
             "sync-fresh",
             "sync",
             f"fresh sync, 1 repository: 20 small tags sharing a base layer + a 3-platform index ({len(app.tags)} tags)",
-            a.runs,
+            a.sync_runs,
             sync_argv("app", ""),
             fresh=True,
             verify=verify_repo(app),
@@ -499,7 +500,7 @@ class Bench:
             "sync-noop",
             "sync",
             "the same sync again, nothing changed",
-            a.runs,
+            a.sync_runs,
             sync_argv("app", "noop"),
             fresh=False,
             verify=verify_repo(app, "noop"),
@@ -510,18 +511,17 @@ class Bench:
             "sync-noop-200",
             "sync",
             "no-op re-sync of a 200-tag repository",
-            a.runs,
+            a.sync_runs,
             sync_argv("tags200", "noop"),
             fresh=False,
             verify=verify_repo(big, "noop"),
         )
         if a.scaling:
             for n in a.scaling_tags:
+                if n == 200:  # measured above as sync-noop-200
+                    continue
                 seeded = self.seeded[f"tags{n}"]
-                if n != 200:
-                    self.populate(
-                        f"scale-{n}", skopeo.sync(f"{self.src.host}/bench/tags{n}", f"{self.dst.host}/noop", [])
-                    )
+                self.populate(f"scale-{n}", skopeo.sync(f"{self.src.host}/bench/tags{n}", f"{self.dst.host}/noop", []))
                 self.measure(
                     f"scale-noop-{n}",
                     "scaling",
@@ -689,6 +689,33 @@ def tuning_table(tuning: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def scaling_table(results: list[Result]) -> str:
+    """No-op re-sync time against the number of tags (sync-noop-200 is the 200-tag point)."""
+    points: dict[tuple[int, str], Result] = {}
+    for r in results:
+        m = re.fullmatch(r"scale-noop-(\d+)", r.scenario)
+        if m:
+            points[(int(m.group(1)), r.path)] = r
+        elif r.scenario == "sync-noop-200":
+            points[(200, r.path)] = r
+    if len(points) <= len(PATHS):
+        return ""
+    rows = [
+        "| tags | path | regtool s | skopeo s | ratio | regtool ms/tag | skopeo ms/tag | runs |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (n, path), r in sorted(points.items()):
+        ours, theirs = r.series["regtool"].median_wall(), r.series["skopeo"].median_wall()
+        ratio = r.ratio()
+        rows.append(
+            f"| {n} | {path} | {fmt(ours)} | {fmt(theirs)} | {fmt(ratio, '.2f')}{'x' if ratio is not None else ''} "
+            f"| {fmt(None if ours is None else ours / n * 1000, '.1f')} "
+            f"| {fmt(None if theirs is None else theirs / n * 1000, '.1f')} "
+            f"| {len(r.series['regtool'].good())}/{len(r.series['skopeo'].good())} |"
+        )
+    return "\n".join(rows)
+
+
 def startup_table(startup: dict[str, Any]) -> str:
     rows = ["| command | median wall s | median CPU s | peak RSS MiB |", "|---|---:|---:|---:|"]
     for name, s in startup.items():
@@ -724,6 +751,7 @@ def machine_facts(args: argparse.Namespace, regtool_prefix: list[str]) -> dict[s
         "bandwidth_mbit": args.bandwidth_mbit,
         "runs": args.runs,
         "big_runs": args.big_runs,
+        "sync_runs": args.sync_runs,
     }
 
 
@@ -755,6 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runs", type=int, default=5, help="runs per tool and scenario; the median is reported (default 5)")
     p.add_argument("--big-runs", type=int, help="runs for the big-image copy (default: --runs)")
+    p.add_argument("--sync-runs", type=int, help="runs for the sync scenarios (default: --runs)")
     p.add_argument("--delay-ms", type=float, default=25.0, help="latency proxy delay, each way (default 25)")
     p.add_argument("--bandwidth-mbit", type=float, help="also cap each proxy direction at N Mbit/s (default: no cap)")
     p.add_argument(
@@ -780,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, help="keep registries' storage and logs here (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="do not delete the temp dir (logs) at the end")
     p.add_argument("--json", type=Path, help="write all results as JSON to this file")
+    p.add_argument("--render", type=Path, metavar="JSON", help="only print the tables of an earlier --json file")
     return p
 
 
@@ -799,9 +829,66 @@ def working_directory(args: argparse.Namespace) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def print_report(
+    meta: dict[str, Any],
+    results: list[Result],
+    tuning: list[dict[str, Any]],
+    startup: dict[str, Any],
+    skipped: list[str],
+    problems: list[Problem],
+) -> None:
+    print(
+        f"\nregtool vs skopeo ({meta['date']}, {meta['nproc']} CPUs, "
+        f"+{meta['delay_ms_each_way']:g} ms each way on 'proxy')\n"
+    )
+    if results:
+        print(results_table(results))
+    scaling = scaling_table(results)
+    if scaling:
+        print("\nno-op re-sync against the number of tags:\n")
+        print(scaling)
+    if tuning:
+        print("\n--image-parallel-copies (regtool), fresh copy through the latency proxy:\n")
+        print(tuning_table(tuning))
+    if startup:
+        print("\nstart-up:\n")
+        print(startup_table(startup))
+    for message in skipped:
+        print(f"\n{message}")
+    if problems:
+        print("\nproblems:")
+        for pr in problems:
+            print(
+                f"- {pr.scenario} ({pr.path}, {pr.tool}, run {pr.run + 1}): {pr.what}\n  {pr.command}\n  log: {pr.log}"
+            )
+    if "elapsed_s" in meta:
+        print(f"\ntotal {meta['elapsed_s']:.0f} s")
+
+
+def render(path: Path) -> int:
+    """Print the tables of a results file written by ``--json`` (no benchmark is run)."""
+    data = json.loads(path.read_text())
+    results: list[Result] = []
+    for r in data["results"]:
+        result = Result(r["scenario"], r["group"], r["title"], r["path"], note=r.get("note"))
+        for tool, summary in r["tools"].items():
+            samples = [Sample(**{k: v for k, v in s.items() if k != "cpu_s"}) for s in summary["samples"]]
+            result.series[tool] = Series(samples)
+        results.append(result)
+    problems = [Problem(**p) for p in data.get("problems", [])]
+    print(f"command: {data['meta'].get('command')}")
+    print_report(
+        data["meta"], results, data.get("tuning", []), data.get("startup", {}), data.get("skipped", []), problems
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render:
+        return render(args.render)
     args.big_runs = args.big_runs or args.runs
+    args.sync_runs = args.sync_runs or args.runs
     bad = [p for p in args.paths if p not in PATHS]
     if bad or not args.paths:
         build_parser().error(f"--paths takes direct and/or proxy, got {args.paths}")
@@ -843,27 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["elapsed_s"] = round(time.monotonic() - started, 1)
         meta["loadavg_at_end"] = os.getloadavg()
 
-        print(
-            f"\nregtool vs skopeo ({meta['date']}, {meta['nproc']} CPUs, +{args.delay_ms:g} ms each way on 'proxy')\n"
-        )
-        if bench.results:
-            print(results_table(bench.results))
-        if bench.tuning:
-            print("\n--image-parallel-copies (regtool), fresh copy through the latency proxy:\n")
-            print(tuning_table(bench.tuning))
-        if bench.startup:
-            print("\nstart-up:\n")
-            print(startup_table(bench.startup))
-        for message in bench.skipped:
-            print(f"\n{message}")
-        if bench.problems:
-            print("\nproblems:")
-            for pr in bench.problems:
-                print(
-                    f"- {pr.scenario} ({pr.path}, {pr.tool}, run {pr.run + 1}): {pr.what}\n"
-                    f"  {pr.command}\n  log: {pr.log}"
-                )
-        print(f"\ntotal {meta['elapsed_s']:.0f} s")
+        print_report(meta, bench.results, bench.tuning, bench.startup, bench.skipped, bench.problems)
         if args.json:
             data = {
                 "meta": meta,

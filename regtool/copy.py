@@ -260,7 +260,7 @@ class Copier:
             child = select_platform(top, opts.platform or Platform.host())
             log.info("copying the %s instance %s of %s", child.platform, child.digest, top.digest)
             if child.digest == dest_digest and not opts.format:
-                return await self._skipped(src, dest, child.digest, False, source_digest=top.digest)
+                return await self._skipped(src, dest, child.digest, False)
             top = await src.get_manifest(child.digest)
             result.source_digest = top.digest
         written = await self._copy_top(src, dest, top, result)
@@ -297,17 +297,9 @@ class Copier:
             tg.start_soon(head, "dest", dest)
         return heads["src"], heads["dest"]
 
-    async def _skipped(
-        self,
-        src: ImageSource,
-        dest: ImageDestination,
-        digest: str,
-        is_index: bool,
-        *,
-        source_digest: str | None = None,
-    ) -> CopyResult:
+    async def _skipped(self, src: ImageSource, dest: ImageDestination, digest: str, is_index: bool) -> CopyResult:
         """The destination already holds ``digest``: only attachments can be new."""
-        result = CopyResult(source_digest=source_digest or digest, digest=digest, action="skipped")
+        result = CopyResult(source_digest=digest, digest=digest, action="skipped")
         result.manifests[digest] = digest
         if not self.options.remove_signatures:
             digests = [digest]
@@ -335,7 +327,7 @@ class Copier:
     ) -> Descriptor:
         """Copies what the options select from ``top``; returns the descriptor to tag."""
         if top.is_index and self.options.platforms:
-            top = _subset(top, self.options.platforms)
+            top = subset_index(top, self.options.platforms)
             log.info("platform subset: new index digest %s (source %s)", top.digest, result.source_digest)
         return await self._copy_manifest(
             src, dest, top, result, depth=0, is_top=True, source_digest=result.source_digest
@@ -429,7 +421,7 @@ class Copier:
                             mount_from=_mount_candidate(src, dest),
                         )
                     else:
-                        how = await dest.upload(desc, _one_shot(self._counted(src.open_blob(desc), desc, result)))
+                        how = await dest.upload(desc, _reopener(src, desc, lambda st: self._counted(st, desc, result)))
                 else:
                     await dest.put_blob(desc, self._counted(src.open_blob(desc), desc, result))
                     how = "uploaded"
@@ -456,7 +448,7 @@ class Copier:
 
     async def _source_tags(self, src: ImageSource) -> set[str]:
         """The source's tags (or layout names), listed once per source per run."""
-        key = src.name
+        key = f"docker://{src.ref.registry}/{src.ref.repository}" if isinstance(src, DockerSource) else src.name
         if key not in self._tags:
             try:
                 self._tags[key] = set(await src.list_tags())
@@ -560,13 +552,27 @@ def _is_index_type(media_type: str) -> bool:
     return media_type in (OCI_INDEX, DOCKER_LIST)
 
 
-def _one_shot(stream: AsyncIterator[bytes]) -> Callable[[int], AsyncIterator[bytes]]:
-    """An opener over a stream that can be read once, from the start."""
+def _reopener(
+    src: ImageSource, desc: Descriptor, wrap: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
+) -> Callable[[int], AsyncIterator[bytes]]:
+    """Opens a (local) source's blob afresh for each upload attempt, from any offset.
+
+    The stream is read from the start every time (so it is verified whole) and
+    the bytes before ``offset`` are dropped: cheap for files, and it lets an
+    upload fall back to chunks or resume.
+    """
+
+    async def skipping(offset: int) -> AsyncIterator[bytes]:
+        left = offset
+        async for chunk in src.open_blob(desc):
+            if left >= len(chunk):
+                left -= len(chunk)
+                continue
+            yield chunk[left:] if left else chunk
+            left = 0
 
     def opener(offset: int) -> AsyncIterator[bytes]:
-        if offset:
-            raise RegtoolError(f"the source stream cannot be re-read from byte {offset}")
-        return stream
+        return wrap(skipping(offset) if offset else src.open_blob(desc))
 
     return opener
 
@@ -574,7 +580,7 @@ def _one_shot(stream: AsyncIterator[bytes]) -> Callable[[int], AsyncIterator[byt
 # -- platform subsets -------------------------------------------------------------------
 
 
-def _subset(index: Manifest, wanted: list[Platform]) -> Manifest:
+def subset_index(index: Manifest, wanted: list[Platform]) -> Manifest:
     """A new index with only the instances matching ``wanted`` (their descriptors kept verbatim)."""
     children = index.children()
     body = json.loads(index.raw)

@@ -83,3 +83,26 @@ def test_login_stores_where_skopeo_reads_and_logout_removes(
     assert out.rc == 0
     again = run_regtool(["inspect", *cert, f"docker://{registry_basic.host}/{repo}:x"], authfile=str(authfile))
     assert again.rc == 1
+
+
+def test_sign_cli_choices_match_the_library() -> None:
+    from regtool.cli import sign_cmd
+    from regtool.signing import sign, verify
+
+    assert sign_cmd.IDENTITY_MATCHES == verify.IDENTITY_MATCHES
+    assert sign_cmd.BUNDLE_FORMATS == sign.BUNDLE_FORMATS
+    assert sign_cmd.DEFAULT_REKOR_URL == sign.DEFAULT_REKOR_URL
+
+
+def test_help_starts_fast_without_heavy_imports() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from regtool.cli.main import build_parser; build_parser().format_help(); "
+        "mods = ('httpx', 'anyio', 'cryptography', 'sigstore', 'rich', 'yaml', 'nacl'); "
+        "heavy = [m for m in mods if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"--help imports {out.stdout.strip()}"

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,10 @@ import pytest
 from tests.support import run_skopeo
 from tests.support.cli import Result, run_regtool
 from tests.support.images import (
-    MiB,
     OCI_INDEX,
     Blob,
+    MiB,
+    PushedImage,
     build_image,
     build_index,
     cosign_signature_tag,
@@ -30,6 +31,7 @@ from tests.support.images import (
     list_tags,
     make_layer,
     manifest_exists,
+    push_big_image,
     push_blob,
     push_built,
     push_cosign_signature,
@@ -42,6 +44,8 @@ from tests.support.images import (
 )
 from tests.support.netproxy import FaultProxy, FaultRule
 from tests.support.registries import Registry
+
+MakeRegistry = Callable[[str], Registry]
 
 HOST_PLATFORM = {"x86_64": "linux/amd64", "aarch64": "linux/arm64/v8", "arm64": "linux/arm64/v8"}.get(
     os.uname().machine, "linux/amd64"
@@ -297,8 +301,8 @@ def test_skip_existing_blobs(registry_plain: Registry, repo: str, proxy: FaultPr
     assert raw(registry_plain, repo + "-s", "v2") == img2.manifest
 
 
-def test_skip_existing_across_registries(registry_plain: Registry, make_registry: object, repo: str) -> None:
-    dest: Registry = make_registry("plain")  # type: ignore[operator]
+def test_skip_existing_across_registries(registry_plain: Registry, make_registry: MakeRegistry, repo: str) -> None:
+    dest: Registry = make_registry("plain")
     push_oci_image(registry_plain, repo, "v1", seed="s", labels={"v": "1"})
     push_oci_image(registry_plain, repo, "v2", seed="s", labels={"v": "2"})
     copy_ok(*PLAIN_FLAGS, dref(registry_plain, repo, "v1"), dref(dest, repo, "v1"))
@@ -350,8 +354,8 @@ def test_noop_recopy_index_all(registry_plain: Registry, repo: str, proxy: Fault
     assert proxy.methods() <= {"HEAD", "GET"}
 
 
-def test_interrupted_blob_download_resumes(registry_plain: Registry, make_registry: object, repo: str) -> None:
-    dest: Registry = make_registry("plain")  # type: ignore[operator]
+def test_interrupted_blob_download_resumes(registry_plain: Registry, make_registry: MakeRegistry, repo: str) -> None:
+    dest: Registry = make_registry("plain")
     img = push_oci_image(registry_plain, repo, "v1", layers=1, layer_size=3 * MiB)
     layer = img.layers[0]
     with FaultProxy(target=registry_plain.host) as fp:
@@ -377,9 +381,9 @@ def test_tag_copy_within_repository(registry_plain: Registry, repo: str, proxy: 
     assert raw(registry_plain, repo, "m2") == idx.manifest
 
 
-def test_shared_blobs_transferred_once(registry_plain: Registry, make_registry: object, repo: str) -> None:
+def test_shared_blobs_transferred_once(registry_plain: Registry, make_registry: MakeRegistry, repo: str) -> None:
     """Two instances sharing a layer: the layer is read once and written once."""
-    dest: Registry = make_registry("plain")  # type: ignore[operator]
+    dest: Registry = make_registry("plain")
     shared = make_layer("shared-layer", 4096)
     children = [build_image(f"{repo}/{p}", platform=p, layers=1, extra_layers=[shared])
                 for p in ("linux/amd64", "linux/arm64")]
@@ -394,6 +398,67 @@ def test_shared_blobs_transferred_once(registry_plain: Registry, make_registry: 
         assert blob_requests(fp, "GET") == 5  # 2 configs, 2 own layers, 1 shared layer
     assert "5 blobs copied, 0 mounted, 1 already present" in r.stderr
     assert raw(dest, repo, "m") == index.manifest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_library_copies_share_transfers(registry_plain: Registry, make_registry: MakeRegistry, repo: str) -> None:
+    """Two images copied concurrently by one Copier into one repository: a shared layer moves once."""
+    import anyio
+
+    from regtool.copy import Copier, CopyOptions, CopyResult
+    from regtool.reference import parse_image
+    from regtool.registry import ClientOptions, RegistryClient, RegistryOptions
+    from regtool.transports import open_destination, open_source
+
+    dest = make_registry("plain")
+    shared = make_layer("shared-between-images", 64 * 1024)
+    for tag in ("a", "b"):
+        push_built(registry_plain, repo, build_image(f"{repo}:{tag}", layers=1, extra_layers=[shared]), tag)
+    results: dict[str, CopyResult] = {}
+    with FaultProxy(target=registry_plain.host) as fp:
+        options = ClientOptions(default=RegistryOptions(tls_verify=False))
+        async with RegistryClient(options) as client:
+            copier = Copier(CopyOptions())
+
+            async def one(tag: str) -> None:
+                src_ref = parse_image(dref(fp, repo, tag))
+                async with await open_source(src_ref, client=client) as src, await open_destination(
+                    parse_image(dref(dest, repo, tag)), client=client, source_ref=src_ref
+                ) as dst:
+                    results[tag] = await copier.copy(src, dst)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "a")
+                tg.start_soon(one, "b")
+        assert fp.count("GET", rf"/blobs/{shared.digest}") == 1
+    assert results["a"].blobs_copied + results["b"].blobs_copied == 5  # 2 configs, 2 own layers, 1 shared
+    assert results["a"].blobs_skipped + results["b"].blobs_skipped == 1
+    assert all(r.action == "copied" for r in results.values())
+
+
+def test_line_progress_heartbeat() -> None:
+    """Long blobs are never silent: a heartbeat line reports bytes done of the total."""
+    import io
+
+    from regtool.cli.progress import LineProgress
+    from regtool.manifest import Descriptor
+
+    out = io.StringIO()
+    progress = LineProgress(stream=out, heartbeat=0.0)
+    desc = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "a" * 64, 3 * MiB)
+    progress.blob_started(desc)
+    progress.blob_advanced(desc, MiB)
+    progress.blob_finished(desc, "uploaded")
+    assert out.getvalue().splitlines() == [
+        "Copying blob aaaaaaaaaaaa (3.0 MiB)",
+        "  ... 1.0 MiB of 3.0 MiB copied",
+        "Copied blob aaaaaaaaaaaa (uploaded, 0.0s)",
+    ]
 
 
 # --------------------------------------------------------------------------- big blobs and memory
@@ -451,16 +516,10 @@ def test_big_blob_streams_with_bounded_memory(
     assert rss_oci < 100, f"peak RSS {rss_oci:.1f} MiB registry -> oci"
 
 
-def push_big_image(reg: Registry, repo: str, tag: str, size: int) -> object:
-    from tests.support.images import push_big_image as push
-
-    return push(reg, repo, tag, size=size)
-
-
 # --------------------------------------------------------------------------- signatures and referrers
 
 
-def _signed_image(reg: Registry, repo: str, tag: str = "v1") -> tuple[object, object]:
+def _signed_image(reg: Registry, repo: str, tag: str = "v1") -> tuple[PushedImage, PushedImage]:
     img = push_oci_image(reg, repo, tag)
     sig = push_cosign_signature(reg, img)
     return img, sig
@@ -518,8 +577,10 @@ def test_signatures_of_children_travel_with_all(registry_token: Registry, repo: 
     (push_oci_image, "v2s2", "application/vnd.docker.distribution.manifest.v2+json"),
     (push_docker_image, "oci", "application/vnd.oci.image.manifest.v1+json"),
 ], ids=["oci-to-v2s2", "v2s2-to-oci"])
-def test_format_conversion(registry_plain: Registry, repo: str, push: object, fmt: str, want: str) -> None:
-    img = push(registry_plain, repo, "v1")  # type: ignore[operator]
+def test_format_conversion(
+    registry_plain: Registry, repo: str, push: Callable[[Registry, str, str], PushedImage], fmt: str, want: str
+) -> None:
+    img = push(registry_plain, repo, "v1")
     r = copy_ok(*PLAIN_FLAGS, "--format", fmt, dref(registry_plain, repo, "v1"), dref(registry_plain, repo, fmt))
     data, ctype = fetch_manifest(registry_plain, repo, fmt)
     assert ctype == want and json.loads(data)["mediaType"] == want
@@ -636,8 +697,10 @@ def test_retry_times_repeats_the_whole_copy(registry_plain: Registry, repo: str,
     assert r.rc == 2 and proxy.count("HEAD", r"/manifests/nope") == 1
 
 
-def test_image_parallel_copies_bounds_transfers(registry_plain: Registry, make_registry: object, repo: str) -> None:
-    dest: Registry = make_registry("plain")  # type: ignore[operator]
+def test_image_parallel_copies_bounds_transfers(
+    registry_plain: Registry, make_registry: MakeRegistry, repo: str
+) -> None:
+    dest: Registry = make_registry("plain")
     push_oci_image(registry_plain, repo, "v1", layers=6, layer_size=256 * 1024)
 
     def overlap(fp: FaultProxy) -> int:
@@ -658,8 +721,10 @@ def test_image_parallel_copies_bounds_transfers(registry_plain: Registry, make_r
     one_line_error(r)
 
 
-def test_nondistributable_layers(registry_plain: Registry, make_registry: object, repo: str, tmp_path: Path) -> None:
-    dest: Registry = make_registry("plain")  # type: ignore[operator]
+def test_nondistributable_layers(
+    registry_plain: Registry, make_registry: MakeRegistry, repo: str, tmp_path: Path
+) -> None:
+    dest: Registry = make_registry("plain")
     foreign_data = make_layer("foreign", 2048)
     foreign = Blob.of(foreign_data.data or b"", "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
                       urls=("https://example.com/foreign.tar.gz",), diff_id=foreign_data.diff_id)
@@ -680,7 +745,7 @@ def test_nondistributable_layers(registry_plain: Registry, make_registry: object
 # --------------------------------------------------------------------------- delete
 
 
-def test_delete_resolves_tag_and_deletes_by_digest(any_registry: Registry, repo: str, proxy: FaultProxy) -> None:
+def test_delete_resolves_tag_and_deletes_by_digest(any_registry: Registry, repo: str) -> None:
     img = push_oci_image(any_registry, repo, "v1")
     push_oci_image(any_registry, repo, "keep", seed="other")
     r = run_regtool(["delete", *any_registry.skopeo_flags(), dref(any_registry, repo, "v1")])

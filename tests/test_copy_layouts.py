@@ -35,6 +35,7 @@ from tests.support.images import (
     referrers_tag,
     sha256,
 )
+from tests.support.netproxy import FaultProxy, FaultRule
 from tests.support.registries import Registry
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -314,3 +315,19 @@ def test_corrupt_layout_blob_fails_and_tags_nothing(registry_plain: Registry, re
     assert last.startswith("regtool: error: ") and "digest" in last
     assert list_tags(registry_plain, repo + "-c") == []
     assert registry_plain.http.head(f"/v2/{repo}-c/blobs/{layer.digest}").status_code == 404
+
+
+def test_layout_upload_falls_back_to_chunks(registry_plain: Registry, repo: str, tmp_path: Path) -> None:
+    """A registry refusing the monolithic PUT gets PATCH chunks; a local blob is simply read again."""
+    img = push_oci_image(registry_plain, repo, "v1", layers=1, layer_size=300_000)
+    layout = tmp_path / "layout"
+    copy_ok("--src-tls-verify=false", dref(registry_plain, repo, "v1"), f"oci:{layout}:v1")
+    layer = img.layers[0]
+    with FaultProxy(target=registry_plain.host) as fp:
+        put = rf"/blobs/uploads/.*digest={layer.digest.replace(':', '%3A')}"
+        rule = fp.add_rule(FaultRule(method="PUT", path_regex=put, kind="status", status=405, times=1))
+        copy_ok("--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://{fp.netloc}/{repo}-c:v1")
+        assert rule.fired == 1
+        assert fp.count("PATCH") >= 1
+    assert fetch_blob(registry_plain, repo + "-c", layer.digest) == layer.data
+    assert raw(registry_plain, repo + "-c", "v1") == img.manifest

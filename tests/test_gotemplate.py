@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regtool.cli.gotemplate import HELP, compile_template, is_json_format, normalize_format, render
+from regtool.cli.gotemplate import compile_template, is_json_format, normalize_format, render
+from regtool.cli.inspect_cmd import TEMPLATE_HELP as HELP
 from regtool.errors import UsageError
 
 DATA: dict[str, Any] = {

@@ -603,6 +603,25 @@ def test_huge_but_valid_size_only_reads_what_is_served(fake: FakeRegistry, layou
     _assert_nothing_named(layout, sha(data), image.layers[0].digest)
 
 
+@pytest.mark.parametrize("served", ["right", "wrong"])
+def test_blob_of_unknown_size_is_still_checked_by_digest(fake: FakeRegistry, served: str) -> None:
+    """Schema 1 layers have no size (-1): the digest alone decides."""
+    data = b"schema one layer " * 1000
+    digest = sha(data)
+    fake.blobs[digest] = data if served == "right" else data[::-1]
+
+    async def main() -> bytes:
+        async with fake.client() as client:
+            desc = Descriptor(media_type="application/vnd.docker.image.rootfs.diff.tar.gzip", digest=digest, size=-1)
+            return b"".join([c async for c in client.open_blob(parse_reference(f"{HOST}/{REPO}"), desc)])
+
+    if served == "right":
+        assert anyio.run(main) == data
+    else:
+        with pytest.raises(DigestMismatch, match=digest):
+            anyio.run(main)
+
+
 # --------------------------------------------------------------------------- tag pagination
 
 
@@ -821,6 +840,48 @@ def test_redirect_loop_is_bounded(fake: FakeRegistry) -> None:
     assert len(fake.seen) < 30
 
 
+# --------------------------------------------------------------------------- what the registry says
+
+
+def test_registry_error_messages_cannot_inject_terminal_escapes(fake: FakeRegistry) -> None:
+    message = "denied\x1b]0;owned\x07\x1b[2J\r\nregtool: all good, exit 0"
+    fake.routes.append(lambda req: httpx.Response(403, json={"errors": [{"code": "DENIED", "message": message}]}))
+
+    async def main() -> None:
+        async with fake.client() as client:
+            await client.get_manifest(parse_reference(f"{HOST}/{REPO}:1"))
+
+    with pytest.raises(RegistryError) as info:
+        anyio.run(main)
+    text = str(info.value)
+    assert "denied" in text and "403" in text
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f]", text), repr(text)
+
+
+@pytest.mark.parametrize("header", ["sha256:../../etc/passwd", "sha256:" + "A" * 64, "nonsense", "sha256:\x1b[2J"])
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_invalid_docker_content_digest_is_the_registrys_fault(fake: FakeRegistry, header: str, method: str) -> None:
+    """A bad digest header is refused as bad content (exit 1), not reported as a usage error (exit 2)."""
+    image = fake.add(_image(), tag="1")
+    fake.routes.append(
+        lambda req: httpx.Response(
+            200,
+            content=b"" if req.method == "HEAD" else image.manifest,
+            headers={"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": header},
+        )
+    )
+
+    async def main() -> None:
+        async with fake.client() as client:
+            ref = parse_reference(f"{HOST}/{REPO}:1")
+            await (client.head_manifest(ref) if method == "head" else client.get_manifest(ref))
+
+    with pytest.raises(ManifestError) as info:
+        anyio.run(main)
+    assert info.value.exit_code == 1
+    assert HOST in str(info.value) and "\x1b" not in str(info.value)
+
+
 # --------------------------------------------------------------------------- path traversal
 
 
@@ -850,10 +911,7 @@ def test_digests_crafted_as_paths_never_become_paths(
     else:
         layer = {"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": 10}
         config = {"mediaType": OCI_CONFIG, "digest": digest, "size": 10}
-        if where == "layer":
-            data = _manifest_with_layers(layer)
-        else:
-            data = _manifest_with_layers(config=config)
+        data = _manifest_with_layers(layer) if where == "layer" else _manifest_with_layers(config=config)
         fake.add_manifest(data, OCI_MANIFEST, tag="1")
     parent = tmp_path / "parent"
     parent.mkdir()
@@ -962,3 +1020,158 @@ def test_open_destination_rejects_traversal_in_parsed_image_names(tmp_path: Path
         with pytest.raises(InvalidReference):
             anyio.run(open_destination, parse_image(text))
     assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- bad input on the command line
+#
+# Every command, given malformed references, unknown transports, bad flags or unreadable files,
+# must stop before any network traffic with exit 2, no traceback, and the error on the last line
+# of stderr. All registry references point at a FaultProxy in front of the plain registry: had
+# regtool sent anything (even a TLS probe), the proxy would have seen a connection.
+
+BAD_INPUT: list[tuple[str, list[str], str]] = [
+    # inspect
+    ("inspect-uppercase-repo", ["inspect", "docker://{P}/Team/App:1"], "lowercase"),
+    ("inspect-short-digest", ["inspect", "docker://{P}/a/b:t@sha256:123"], "digest"),
+    ("inspect-traversal-digest", ["inspect", "docker://{P}/a/b@sha256:../../etc/passwd"], "digest"),
+    ("inspect-unknown-transport", ["inspect", "bogus://{P}/a/b:1"], "transport"),
+    ("inspect-docker-daemon", ["inspect", "docker-daemon:a/b:1"], "transport"),
+    ("inspect-missing-slashes", ["inspect", "docker:{P}/a/b:1"], ""),
+    ("inspect-missing-transport", ["inspect", "{P}/a/b:1"], "transport"),
+    ("inspect-empty", ["inspect", ""], ""),
+    ("inspect-bad-bool", ["inspect", "--tls-verify=maybe", "docker://{P}/a/b:1"], "invalid boolean"),
+    ("inspect-unknown-flag", ["inspect", "--frobnicate", "docker://{P}/a/b:1"], "unrecognized"),
+    ("inspect-missing-argument", ["inspect"], "required"),
+    ("inspect-bad-template", ["inspect", "--format", "{{.Digest", "docker://{P}/a/b:1"], "template"),
+    ("inspect-bad-timeout", ["inspect", "--command-timeout", "soon", "docker://{P}/a/b:1"], "invalid float"),
+    ("inspect-missing-cert-dir", ["inspect", "--cert-dir", "{T}/no-such-dir", "docker://{P}/a/b:1"], "no-such-dir"),
+    ("inspect-creds-without-user", ["inspect", "--creds", ":pw-only", "docker://{P}/a/b:1"], "username"),
+    ("inspect-creds-and-no-creds", ["inspect", "--creds", "u:p", "--no-creds", "docker://{P}/a/b:1"], "no-creds"),
+    ("inspect-password-without-user", ["inspect", "--password", "p", "docker://{P}/a/b:1"], "--username"),
+    ("inspect-authfile-invalid-json", ["inspect", "--authfile", "{T}/bad.json", "docker://{P}/a/b:1"], "bad.json"),
+    ("inspect-authfile-not-a-file", ["inspect", "--authfile", "{T}/a-directory", "docker://{P}/a/b:1"], "a-directory"),
+    ("inspect-missing-layout", ["inspect", "oci:{T}/no-such-layout"], "no-such-layout"),
+    # digest and list-tags
+    ("digest-bad-reference", ["digest", "docker://{P}/a/b:-bad-tag"], ""),
+    ("digest-unknown-transport", ["digest", "containers-storage:a/b"], "transport"),
+    ("list-tags-with-tag", ["list-tags", "docker://{P}/a/b:1"], "tag or digest"),
+    ("list-tags-layout", ["list-tags", "oci:{T}/x"], "docker://"),
+    ("list-tags-bad-reference", ["list-tags", "docker://{P}/a//b"], ""),
+    # copy
+    ("copy-bad-source", ["copy", "docker://{P}/UP:1", "oci:{T}/target:x"], "lowercase"),
+    ("copy-bad-destination", ["copy", "docker://{P}/a/b:1", "docker://{P}/a/b:bad tag"], ""),
+    ("copy-unknown-destination-transport", ["copy", "docker://{P}/a/b:1", "s3://bucket/x"], "transport"),
+    ("copy-destination-name-traversal", ["copy", "docker://{P}/a/b:1", "oci:{T}/target:../../x"], ""),
+    ("copy-bad-platform", ["copy", "--multi-arch", "linux", "docker://{P}/a/b:1", "oci:{T}/target:x"], "platform"),
+    ("copy-bad-platform-flag", ["copy", "--platform", "a/b/c/d/e", "docker://{P}/a/b:1", "oci:{T}/target:x"], ""),
+    ("copy-all-vs-multi-arch", ["copy", "--all", "--multi-arch", "index-only", "docker://{P}/a/b:1",
+                                "oci:{T}/target:x"], "--all"),
+    ("copy-preserve-vs-format", ["copy", "--preserve-digests", "--format", "oci", "docker://{P}/a/b:1",
+                                 "oci:{T}/target:x"], "preserve-digests"),
+    ("copy-bad-format", ["copy", "--format", "v1", "docker://{P}/a/b:1", "oci:{T}/target:x"], "invalid choice"),
+    ("copy-zero-parallel", ["copy", "--image-parallel-copies", "0", "docker://{P}/a/b:1", "oci:{T}/target:x"],
+     "parallel"),
+    ("copy-bad-retry-times", ["copy", "--retry-times", "many", "docker://{P}/a/b:1", "oci:{T}/target:x"],
+     "invalid int"),
+    ("copy-into-a-file", ["copy", "docker://{P}/a/b:1", "oci:{T}/a-file"], "a-file"),
+    ("copy-into-a-foreign-directory", ["copy", "docker://{P}/a/b:1", "dir:{T}/not-an-image"], "not-an-image"),
+    ("copy-src-creds-conflict", ["copy", "--src-creds", "u:p", "--src-username", "u", "docker://{P}/a/b:1",
+                                 "oci:{T}/target:x"], "mutually exclusive"),
+    ("copy-dest-missing-cert-dir", ["copy", "--dest-cert-dir", "{T}/no-such-dir", "oci:{T}/src:x",
+                                    "docker://{P}/a/b:1"], ""),
+    ("copy-missing-arguments", ["copy", "docker://{P}/a/b:1"], "required"),
+    ("copy-digestfile-in-missing-dir", ["copy", "--digestfile", "{T}/no/such/dir/digest", "docker://{P}/a/b:1",
+                                        "oci:{T}/target:x"], "no/such/dir"),
+    # delete
+    ("delete-layout", ["delete", "oci:{T}/src:x"], "docker://"),
+    ("delete-bad-reference", ["delete", "docker://{P}/a/b@sha256:zz"], "digest"),
+    # login and logout
+    ("login-bad-registry", ["login", "-u", "u", "--password-stdin", "bad host"], "invalid registry"),
+    ("login-two-passwords", ["login", "-u", "u", "-p", "x", "--password-stdin", "{P}"], "mutually exclusive"),
+    ("login-empty-password", ["login", "-u", "u", "--password-stdin", "{P}"], "password"),
+    ("login-authfile-invalid-json", ["login", "-u", "u", "-p", "pw", "--verify=false", "--authfile", "{T}/bad.json",
+                                     "{P}"], "bad.json"),
+    ("logout-nothing", ["logout"], "--all"),
+    ("logout-authfile-invalid-json", ["logout", "--authfile", "{T}/bad.json", "{P}"], "bad.json"),
+    # manifest-digest
+    ("manifest-digest-missing-file", ["manifest-digest", "{T}/no-such-file"], "no-such-file"),
+    ("manifest-digest-directory", ["manifest-digest", "{T}/a-directory"], "a-directory"),
+    # sync
+    ("sync-missing-config", ["sync", "--config", "{T}/no-such.yaml"], "no-such.yaml"),
+    ("sync-invalid-yaml", ["sync", "--config", "{T}/bad.yaml"], "bad.yaml"),
+    ("sync-unknown-key", ["sync", "--config", "{T}/unknown-key.yaml"], "unknown-key.yaml"),
+    ("sync-bad-regex", ["sync", "--config", "{T}/bad-regex.yaml"], "bad-regex.yaml"),
+    ("sync-no-source", ["sync", "--src", "docker", "--dest", "docker"], ""),
+    ("sync-bad-shard", ["sync", "--config", "{T}/good.yaml", "--shard", "9/3"], "shard"),
+    # signing
+    ("sign-without-key", ["sign", "docker://{P}/a/b:1"], ""),
+    ("sign-missing-key-file", ["sign", "--key", "{T}/no-such.key", "docker://{P}/a/b:1"], "no-such.key"),
+    ("sign-bad-reference", ["sign", "--key", "{T}/bad.json", "docker://{P}/A:1"], ""),
+    ("verify-without-policy", ["verify", "docker://{P}/a/b:1"], ""),
+    ("verify-missing-key-file", ["verify", "--key", "{T}/no-such.pub", "docker://{P}/a/b:1"], "no-such.pub"),
+    ("verify-key-not-a-key", ["verify", "--key", "{T}/bad.json", "docker://{P}/a/b:1"], "PUBLIC KEY"),
+    ("generate-key-into-missing-dir", ["generate-key", "--output-key-prefix", "{T}/no/such/dir/k"], ""),
+    ("unknown-command", ["frobnicate", "docker://{P}/a/b:1"], "invalid choice"),
+]
+
+
+def _bad_input_params() -> list[Any]:
+    params = []
+    for case_id, args, message in BAD_INPUT:
+        params.append(pytest.param(args, message, id=case_id))
+    return params
+
+
+@pytest.fixture(scope="module")
+def bad_input_bed(tmp_path_factory: pytest.TempPathFactory, registry_plain: Any) -> Iterator[tuple[Any, Path]]:
+    from tests.support.netproxy import FaultProxy
+
+    root = tmp_path_factory.mktemp("bad-input")
+    (root / "bad.json").write_text('{"auths": {')
+    (root / "a-directory").mkdir()
+    (root / "a-file").write_text("not a layout")
+    (root / "not-an-image").mkdir()
+    (root / "not-an-image" / "precious.txt").write_text("keep me")
+    (root / "bad.yaml").write_text("version: 1\nmirrors:\n  - source: [unclosed\n")
+    (root / "unknown-key.yaml").write_text("version: 1\nmirrrors: []\n")
+    (root / "bad-regex.yaml").write_text(
+        "version: 1\nmirrors:\n  - source: 127.0.0.1:1/a/b\n    tags:\n      include: ['(']\n"
+        "    targets: [oci:/nonexistent/x]\n"
+    )
+    (root / "good.yaml").write_text("version: 1\nmirrors:\n  - source: 127.0.0.1:1/a/b\n    targets: [oci:/x/y]\n")
+    async def make_src() -> None:
+        fake = FakeRegistry()
+        fake.add(_image(), tag="1")
+        await _copy(fake, await OCILayoutDestination.open(str(root / "src"), "x"))
+
+    anyio.run(make_src)
+    with FaultProxy(registry_plain.host) as proxy:
+        yield proxy, root
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {f: (root / f).read_bytes() for f in _files(root) if not (root / f).is_dir()}
+
+
+@pytest.mark.parametrize(("args", "message"), _bad_input_params())
+def test_bad_input_is_one_line_exit_2_and_no_traffic(
+    bad_input_bed: tuple[Any, Path], args: list[str], message: str
+) -> None:
+    proxy, root = bad_input_bed
+    argv = [a.replace("{P}", proxy.netloc).replace("{T}", str(root)) for a in args]
+    before = _snapshot(root)
+    proxy.reset_stats()  # (keeps the connection count: compare it)
+    connections = proxy.stats()["connections"]
+    out = run_regtool(argv, input=b"", timeout=60, env={"COSIGN_PASSWORD": "not-a-secret"})
+    assert out.rc == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines, "no error message"
+    last = lines[-1]
+    assert re.match(r"regtool( [a-z-]+)?: error: ", last), out.stderr
+    assert [line for line in lines if "error:" in line] == [last]  # one error line (argparse adds usage above)
+    assert message in last, last
+    assert out.stdout == b""
+    stats = proxy.stats()
+    assert stats["connections"] == connections and stats["requests"] == 0, f"network traffic: {stats}"
+    assert _snapshot(root) == before, "something changed on disk"

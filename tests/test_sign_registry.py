@@ -223,10 +223,11 @@ def test_skopeo_carries_regtool_signatures_into_dir(
 
 
 def test_signature_skopeo_writes_into_a_registry_verifies(
-    registry_basic: Registry, repo: str, key: KeyPair, registries_d: Path, tmp_path: Path
+    registry_basic: Registry, repo: str, keys: tuple[KeyPair, KeyPair], registries_d: Path, tmp_path: Path
 ) -> None:
     """(3) regtool signs a dir: image; skopeo pushes it with its signature; regtool verifies skopeo's .sig."""
     reg = registry_basic
+    key, other = keys
     img = push_oci_image(reg, repo, "src")
     layout = tmp_path / "dir"
     run_skopeo(["copy", *reg.skopeo_flags("src-"), docker(reg, repo, "src"), f"dir:{layout}"])
@@ -242,6 +243,13 @@ def test_signature_skopeo_writes_into_a_registry_verifies(
     r = verify(reg, docker(reg, repo, "released"), key, "--signed-identity", identity)
     assert r.rc == 0, r.stderr
     assert "accepted legacy signature" in r.text
+    # regtool appends to the .sig manifest skopeo wrote, keeping skopeo's layer as it was
+    before = sig_manifest(reg, repo, img.digest)["layers"]
+    sign(reg, docker(reg, repo, "released"), other)
+    after = sig_manifest(reg, repo, img.digest)["layers"]
+    assert after[:-1] == before and len(after) == len(before) + 1
+    assert verify(reg, docker(reg, repo, "released"), key).rc == 0
+    assert verify(reg, docker(reg, repo, "released"), other).rc == 0
 
 
 # --------------------------------------------------------------------------- tampering

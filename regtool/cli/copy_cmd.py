@@ -26,7 +26,14 @@ def add_parsers(sub: Any) -> None:
         "Copies SOURCE-IMAGE to DESTINATION-IMAGE byte-for-byte (digests preserved), with its\n"
         "signatures and attached artifacts (cosign sha256-<hex>.sig/.att/.sbom tags, OCI referrers,\n"
         "dir: signature-N files). Transports: docker://REF, oci:PATH[:REF], oci-archive:FILE[:REF], dir:PATH.\n"
-        "When the destination already holds the same digest the copy is a no-op (HEAD requests only).",
+        "When the destination already holds the same digest the copy is a no-op (HEAD requests only).\n"
+        "\n"
+        "Where attachments go: cosign tags and the referrers tag (sha256-<hex>) become tags in a registry\n"
+        "and named index.json entries in oci: layouts (as `cosign save` writes them; skopeo ignores them).\n"
+        "signature-N files (skopeo --sign-by) travel between dir: images only: a registry has no place for\n"
+        "them, so dir: -> docker:// leaves them behind and says so. A Docker v2s2 image stays v2s2 in an\n"
+        "oci: layout (digest kept); use --format oci for layouts other tools must read.\n"
+        "Exit codes: 0 copied or already there; 1 runtime failure; 2 bad input or source not found.",
         COPY_EXAMPLES,
     )
     p.add_argument("source", metavar="SOURCE-IMAGE")
@@ -106,17 +113,33 @@ def _copy_options(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     if args.command == "delete":
         return common.run_async(lambda: _delete(args), timeout=args.command_timeout)
+    import os
+
+    from regtool.errors import UsageError
     from regtool.reference import parse_image
+    from regtool.transports import check_destination
 
     src = parse_image(args.source)
     dest = parse_image(args.destination)
     options = _copy_options(args)
+    check_destination(dest)  # an impossible destination fails before any traffic
+    if args.digestfile:
+        parent = os.path.dirname(os.path.abspath(args.digestfile))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise UsageError(f"--digestfile {args.digestfile}: directory {parent} does not exist or is not writable")
     return common.run_async(lambda: _copy(args, src, dest, options), timeout=args.command_timeout)
 
 
 def _clients(args: argparse.Namespace, src_ref: Any, dest_ref: Any) -> tuple[Any, Any]:
-    """The registry clients for both sides: one shared client unless one registry needs two settings."""
-    from regtool.registry import ClientOptions, RegistryClient
+    """The registry clients for both sides.
+
+    One client (one connection pool, token cache and concurrency limit per host) serves both
+    sides, with per-host settings; only a copy inside one registry with different settings for
+    each side needs two.
+    """
+    from dataclasses import replace
+
+    from regtool.registry import RegistryClient
 
     src_opts = common.registry_options(args, "src")
     dest_opts = common.registry_options(args, "dest")
@@ -124,14 +147,13 @@ def _clients(args: argparse.Namespace, src_ref: Any, dest_ref: Any) -> tuple[Any
     src_reg = src_ref.reference.registry if src_ref.reference is not None else None
     dest_reg = dest_ref.reference.registry if dest_ref.reference is not None else None
     if src_reg is not None and src_reg == dest_reg and src_opts != dest_opts:
-        return RegistryClient(base), RegistryClient(ClientOptions(default=dest_opts, retry=base.retry))
-    per_host = {}
+        return RegistryClient(base), RegistryClient(replace(base, default=dest_opts))
+    per_host = dict(base.per_host)
     if dest_reg is not None:
         per_host[dest_reg] = dest_opts
     if src_reg is not None:
         per_host[src_reg] = src_opts
-    shared = RegistryClient(ClientOptions(default=src_opts if src_reg else dest_opts, per_host=per_host,
-                                          retry=base.retry))
+    shared = RegistryClient(replace(base, default=src_opts if src_reg else dest_opts, per_host=per_host))
     return shared, shared
 
 

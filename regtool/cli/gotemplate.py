@@ -46,22 +46,8 @@ from typing import Any, NamedTuple, NoReturn
 
 from regtool.errors import UsageError
 
-__all__ = ["HELP", "NO_VALUE", "Template", "compile_template", "is_json_format", "normalize_format", "render"]
+__all__ = ["NO_VALUE", "Template", "compile_template", "is_json_format", "normalize_format", "render"]
 
-HELP = """\
---format takes a Go template (the text/template subset skopeo accepts):
-  {{.Field}} {{.A.B}} {{.}} {{$}}      data; a missing key prints <no value>
-  {{index .Labels "k"}} {{index .Layers 0}}
-  {{if P}}..{{else if P}}..{{else}}..{{end}}   {{with P}}..{{else}}..{{end}}
-  {{range P}}..{{else}}..{{end}}  {{range $i, $e := P}}  {{break}} {{continue}}
-  {{$x := P}} {{$x = P}}  pipelines {{.X | json}}  {{/* comment */}}
-  "{{- " and " -}}" trim the white space before/after an action
-  functions: and or not eq ne lt le gt ge index len print printf println
-             json join split upper lower title pad truncate
-examples:
-  --format '{{.Name}}@{{.Digest}}'
-  --format '{{range .RepoTags}}{{.}}{{"\\n"}}{{end}}'
-  --format '{{index .Labels "org.opencontainers.image.version"}} {{json .Env}}'"""
 
 
 class _NoValue:

@@ -8,6 +8,22 @@ from typing import Any
 
 from regtool.cli import common
 
+#: The --format subset (regtool/cli/gotemplate.py implements it; kept here so --help imports nothing).
+TEMPLATE_HELP = """\
+--format takes a Go template (the text/template subset skopeo accepts):
+  {{.Field}} {{.A.B}} {{.}} {{$}}      data; a missing key prints <no value>
+  {{index .Labels "k"}} {{index .Layers 0}}
+  {{if P}}..{{else if P}}..{{else}}..{{end}}   {{with P}}..{{else}}..{{end}}
+  {{range P}}..{{else}}..{{end}}  {{range $i, $e := P}}  {{break}} {{continue}}
+  {{$x := P}} {{$x = P}}  pipelines {{.X | json}}  {{/* comment */}}
+  "{{- " and " -}}" trim the white space before/after an action
+  functions: and or not eq ne lt le gt ge index len print printf println
+             json join split upper lower title pad truncate
+examples:
+  --format '{{.Name}}@{{.Digest}}'
+  --format '{{range .RepoTags}}{{.}}{{"\\n"}}{{end}}'
+  --format '{{index .Labels "org.opencontainers.image.version"}} {{json .Env}}'"""
+
 INSPECT_EXAMPLES = """\
   regtool inspect docker://docker.io/library/alpine:3.20
   regtool inspect --raw docker://ghcr.io/org/app@sha256:...
@@ -19,8 +35,6 @@ INSPECT_EXAMPLES = """\
 
 
 def add_parsers(sub: Any) -> None:
-    from regtool.cli.gotemplate import HELP as TEMPLATE_HELP
-
     p = common.add_command(
         sub,
         "inspect",

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from regtool import __version__
 from regtool.cli import common
@@ -38,8 +39,16 @@ error, or image/repository not found; 75 lock held (sync); 130 SIGINT; 143 SIGTE
 Run `regtool COMMAND --help` for a command's flags and examples."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error every regtool failure has (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        common.error(f"{message} (see {self.prog} --help)")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="regtool",
         description="Inspect, copy, mirror, sign and verify container images in registries and layouts.",
         epilog=EPILOG,

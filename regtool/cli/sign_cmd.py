@@ -35,17 +35,19 @@ VERIFY_EXAMPLES = """\
 """
 
 
+#: Choices the parser offers; the library's own tuples are the truth (a test keeps them equal),
+#: repeated here so building the parser never imports the crypto stack.
+IDENTITY_MATCHES = ("exact", "repo-digest-or-exact", "repository")
+BUNDLE_FORMATS = ("legacy", "v3", "both")
+DEFAULT_REKOR_URL = "https://rekor.sigstore.dev"
+
+
 def _switch(group: Any, name: str, help: str) -> None:
     """A boolean flag: bare ``--flag`` is true; cosign's ``--flag=true`` / ``--flag=false`` also work."""
-    dest = name.lstrip("-").replace("-", "_")
-    group.add_argument(name, dest=dest, action="store_true", default=False, help=help)
-    group.add_argument(f"{name}=true", dest=dest, action="store_true", help=argparse.SUPPRESS)
-    group.add_argument(f"{name}=false", dest=dest, action="store_false", help=argparse.SUPPRESS)
+    common.bool_flag(group, name, help, default=False)
 
 
 def _add_policy_flags(group: Any) -> None:
-    from regtool.signing.verify import IDENTITY_MATCHES
-
     group.add_argument("--key", metavar="FILE", help="trusted public key(s) (PEM; several PUBLIC KEY blocks allowed)")
     group.add_argument("--certificate-identity", metavar="ID", help="keyless/PKI: the certificate's exact identity")
     group.add_argument("--certificate-identity-regexp", metavar="RE", help="keyless/PKI: identity regexp (search)")
@@ -66,8 +68,6 @@ def _add_policy_flags(group: Any) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    from regtool.signing.sign import BUNDLE_FORMATS, DEFAULT_REKOR_URL
-
     p = common.add_command(
         sub,
         "generate-key",
@@ -130,16 +130,6 @@ def add_parsers(sub: Any) -> None:
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _read(path: str, what: str) -> bytes:
-    from regtool.errors import UsageError
-
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-
-
 def _annotations(items: list[str]) -> dict[str, str]:
     from regtool.errors import UsageError
 
@@ -154,93 +144,24 @@ def _annotations(items: list[str]) -> dict[str, str]:
 
 def policy_from_args(args: argparse.Namespace) -> tuple[VerifyPolicy, SigstoreTrust]:
     """The verification policy and Sigstore trust the verify (or copy gate) flags describe."""
-    from cryptography import x509
+    from regtool.signing.policy import build_policy
 
-    from regtool.errors import UsageError
-    from regtool.signing.gate import SigstoreTrust, public_good_trusted_root
-    from regtool.signing.keys import load_public_keys
-    from regtool.signing.rekor import RekorKey, load_rekor_keys, rekor_keys_from_trusted_root
-    from regtool.signing.verify import VerifyPolicy, fulcio_material_from_trusted_root, load_certificates
-
-    identity_flags = (
-        args.certificate_identity,
-        args.certificate_identity_regexp,
-        args.certificate_oidc_issuer,
-        args.certificate_oidc_issuer_regexp,
-    )
-    trust_sources = [name for name, v in (("--key", args.key), ("--ca-roots", args.ca_roots),
-                                          ("--fulcio-root", args.fulcio_root)) if v]
-    if len(trust_sources) > 1:
-        raise UsageError(f"{' and '.join(trust_sources)} are mutually exclusive")
-    ignore = bool(args.insecure_ignore_tlog)
-    if ignore and args.require_tlog:
-        raise UsageError("--require-tlog and --insecure-ignore-tlog are mutually exclusive")
-    common_kw: dict[str, Any] = {
-        "require_tlog": bool(args.require_tlog),
-        "signed_identity": args.signed_identity,
-        "identity_match": args.identity_match,
-        "annotations": _annotations(getattr(args, "annotations", None) or []),
-    }
-    cert_kw: dict[str, Any] = {
-        "cert_identity": args.certificate_identity,
-        "cert_identity_regexp": args.certificate_identity_regexp,
-        "cert_oidc_issuer": args.certificate_oidc_issuer,
-        "cert_oidc_issuer_regexp": args.certificate_oidc_issuer_regexp,
-    }
-    root_doc = _read(args.trusted_root, "trusted root") if args.trusted_root else None
-    rekor: tuple[RekorKey, ...] = ()
-    if args.rekor_public_key:
-        rekor = tuple(load_rekor_keys(_read(args.rekor_public_key, "Rekor public key")))
-    elif root_doc is not None:
-        rekor = tuple(rekor_keys_from_trusted_root(root_doc))
-
-    if args.key:
-        if any(v is not None for v in identity_flags):
-            raise UsageError("certificate identity flags do not apply to --key verification")
-        keys = tuple(load_public_keys(_read(args.key, "public key")))
-        if ignore:
-            rekor = ()
-        elif args.require_tlog and not rekor:
-            rekor = tuple(rekor_keys_from_trusted_root(public_good_trusted_root()))
-        policy = VerifyPolicy(public_keys=keys, rekor_keys=rekor, **common_kw)
-        return policy, SigstoreTrust(args.trusted_root, public_good=not args.rekor_public_key, ignore_tlog=ignore)
-
-    if args.ca_roots:
-        roots = tuple(load_certificates(_read(args.ca_roots, "CA roots")))
-        inter = tuple(load_certificates(_read(args.ca_intermediates, "CA intermediates"))) if args.ca_intermediates \
-            else ()
-        if args.require_tlog and not rekor:
-            raise UsageError("--require-tlog with --ca-roots needs --rekor-public-key or --trusted-root")
-        policy = VerifyPolicy(pki_roots=roots, pki_intermediates=inter, rekor_keys=() if ignore else rekor,
-                              **cert_kw, **common_kw)
-        return policy, SigstoreTrust(public_good=False, ignore_tlog=ignore)
-    if args.ca_intermediates:
-        raise UsageError("--ca-intermediates needs --ca-roots")
-
-    if any(v is not None for v in identity_flags):
-        if ignore:
-            raise UsageError("--insecure-ignore-tlog cannot be used for keyless verification: the Rekor entry "
-                             "is what proves the certificate was valid when the image was signed")
-        if args.fulcio_root:
-            if not args.rekor_public_key:
-                raise UsageError("--fulcio-root needs --rekor-public-key")
-            certs = load_certificates(_read(args.fulcio_root, "Fulcio root"))
-            roots = tuple(c for c in certs if c.issuer == c.subject)
-            inter = tuple(c for c in certs if c.issuer != c.subject)
-            policy = VerifyPolicy(fulcio_roots=roots, fulcio_intermediates=inter, rekor_keys=rekor,
-                                  **cert_kw, **common_kw)
-            return policy, SigstoreTrust(public_good=False)
-        doc = root_doc if root_doc is not None else public_good_trusted_root()
-        fulcio_roots, fulcio_inter = fulcio_material_from_trusted_root(doc)
-        if not rekor:
-            rekor = tuple(rekor_keys_from_trusted_root(doc))
-        certs_roots: tuple[x509.Certificate, ...] = tuple(fulcio_roots)
-        policy = VerifyPolicy(fulcio_roots=certs_roots, fulcio_intermediates=tuple(fulcio_inter), rekor_keys=rekor,
-                              **cert_kw, **common_kw)
-        return policy, SigstoreTrust(args.trusted_root, public_good=args.trusted_root is None)
-    raise UsageError(
-        "verification needs --key FILE, or --certificate-identity[-regexp] with "
-        "--certificate-oidc-issuer[-regexp] (keyless), or --ca-roots FILE (private PKI)"
+    return build_policy(
+        key=args.key,
+        certificate_identity=args.certificate_identity,
+        certificate_identity_regexp=args.certificate_identity_regexp,
+        certificate_oidc_issuer=args.certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp=args.certificate_oidc_issuer_regexp,
+        trusted_root=args.trusted_root,
+        fulcio_root=args.fulcio_root,
+        rekor_public_key=args.rekor_public_key,
+        ca_roots=args.ca_roots,
+        ca_intermediates=args.ca_intermediates,
+        require_tlog=bool(args.require_tlog),
+        insecure_ignore_tlog=bool(args.insecure_ignore_tlog),
+        signed_identity=args.signed_identity,
+        identity_match=args.identity_match,
+        annotations=_annotations(getattr(args, "annotations", None) or []),
     )
 
 
@@ -299,16 +220,18 @@ async def run_gate(args: argparse.Namespace, image: ImageRef, client: RegistryCl
     trust flags alone are a usage error, so a forgotten flag never skips the check).
     """
     from regtool.errors import UsageError
-    from regtool.reference import ImageRef
-    from regtool.signing.gate import require_signed
-    from regtool.signing.storage import resolve_top
-    from regtool.transports import open_source
 
     if not getattr(args, "require_signed", False):
         given = [f"--{n.replace('_', '-')}" for n in GATE_FLAGS if getattr(args, n, None)]
         if given or getattr(args, "recursive", False) or getattr(args, "require_tlog", False):
             raise UsageError(f"{', '.join(given) or 'signature gate flags'} need --require-signed")
         return image
+    # Only now: the crypto stack costs a plain copy ~0.1 s of CPU it does not need.
+    from regtool.reference import ImageRef
+    from regtool.signing.gate import require_signed
+    from regtool.signing.storage import resolve_top
+    from regtool.transports import open_source
+
     policy, trust = policy_from_args(args)
     async with await open_source(image, client=client) as source:
         top = await resolve_top(source)
@@ -344,15 +267,8 @@ def _generate_key(args: argparse.Namespace) -> int:
 def _sign(args: argparse.Namespace) -> int:
     from regtool.errors import UsageError
     from regtool.reference import parse_image
-    from regtool.signing.sign import (
-        ImageSigner,
-        KeySigner,
-        RekorUploader,
-        SignOptions,
-        identity_token,
-        make_keyless_signer,
-        signing_identity,
-    )
+    from regtool.signing.policy import build_signer
+    from regtool.signing.sign import SignOptions, signing_identity
 
     image = parse_image(args.image)
     if image.transport not in ("docker", "oci", "dir"):
@@ -368,16 +284,13 @@ def _sign(args: argparse.Namespace) -> int:
     )
     if options.bundle_format != "legacy" and image.transport == "dir":
         raise UsageError("dir: images have no place for Sigstore bundles (use --bundle-format legacy)")
-    signer: ImageSigner
-    if args.key:
-        from regtool.signing.keys import load_private_key, password_from_env_or_prompt
-
-        pem = _read(args.key, "private key")
-        key = load_private_key(pem, password_from_env_or_prompt(confirm=False))
-        signer = KeySigner(key, rekor=RekorUploader(args.rekor_url) if args.tlog_upload else None)
-    else:
-        token = identity_token()
-        signer = make_keyless_signer(token, legacy=options.bundle_format != "v3")
+    signer = build_signer(
+        key=args.key or None,
+        keyless=bool(args.keyless),
+        tlog_upload=bool(args.tlog_upload),
+        rekor_url=args.rekor_url,
+        bundle_format=options.bundle_format,
+    )
     try:
         return common.run_async(lambda: _sign_async(args, image, signer, options, identity),
                                 timeout=args.command_timeout)

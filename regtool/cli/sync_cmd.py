@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regtool.cli import common
+
+if TYPE_CHECKING:
+    from regtool.sync.config import SyncConfig
+    from regtool.sync.engine import RunOptions
 
 EXAMPLES = """\
   # regtool's own config (a file, or a directory of *.yaml), as a cron job:
@@ -60,7 +64,7 @@ def add_parsers(sub: Any) -> None:
     common.add_auth_flags(p, "dest", "destination registries")
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace) -> SyncConfig:
     from dataclasses import replace
 
     from regtool.errors import UsageError
@@ -82,8 +86,10 @@ def _load(args: argparse.Namespace) -> Any:
             all_platforms=args.all,
             dest_transport=args.dest,
         )
-    if args.remove_signatures:
-        config = replace(config, mirrors=tuple(replace(m, signatures=False) for m in config.mirrors))
+    if args.remove_signatures:  # neither signatures nor other attached artifacts
+        config = replace(
+            config, mirrors=tuple(replace(m, signatures=False, referrers=False) for m in config.mirrors)
+        )
     return config
 
 
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         fail_fast=fail_fast or opts.fail_fast,
         shard=parse_shard(args.shard) if args.shard else parse_shard(None),
-        max_retry_wait=float(args.max_retry_wait or opts.max_retry_wait or 900.0),
+        max_retry_wait=_max_retry_wait(args, opts.max_retry_wait),
         image_concurrency=args.concurrency or opts.concurrency or 8,
         blob_parallel=args.image_parallel_copies,
         platform=common.platform_from_args(args),
@@ -118,8 +124,25 @@ def run(args: argparse.Namespace) -> int:
     return _execute(args, config, run_options, report_path, metrics_path)
 
 
-def _execute(args: argparse.Namespace, config: Any, run_options: Any, report_path: str | None,
-             metrics_path: str | None) -> int:
+#: The global --max-retry-wait default (regtool/cli/common.py): when the flag still has it, the
+#: config's ``options.max-retry-wait`` applies.
+_DEFAULT_RETRY_WAIT = 900.0
+
+
+def _max_retry_wait(args: argparse.Namespace, configured: float | None) -> float:
+    given = getattr(args, "max_retry_wait", None)
+    if given is not None and float(given) != _DEFAULT_RETRY_WAIT:
+        return float(given)
+    return float(configured) if configured is not None else _DEFAULT_RETRY_WAIT
+
+
+def _execute(
+    args: argparse.Namespace,
+    config: SyncConfig,
+    run_options: RunOptions,
+    report_path: str | None,
+    metrics_path: str | None,
+) -> int:
     import anyio
 
     from regtool.sync.engine import SyncRunner

@@ -61,8 +61,8 @@ def basic_header(username: str, password: str) -> str:
 
 @dataclass
 class _Token:
-    value: str
-    expires_at: float
+    value: str = field(repr=False)  # a bearer token: never in a repr, log or traceback
+    expires_at: float = 0.0
 
 
 class Authenticator:

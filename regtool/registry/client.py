@@ -15,11 +15,12 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -29,7 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from regtool.errors import DigestMismatch, ManifestError, UsageError
+from regtool.errors import DigestMismatch, InvalidReference, ManifestError, RegtoolError, UsageError
 from regtool.manifest import (
     ACCEPT_MANIFESTS,
     MAX_MANIFEST_SIZE,
@@ -47,6 +48,7 @@ from regtool.registry.errors import (
     RegistryError,
     RetryWaitExceeded,
     ServerError,
+    TLSVerificationFailed,
     TooManyRequests,
     Unauthorized,
     error_from_response,
@@ -57,7 +59,6 @@ from regtool.registry.registries_conf import RegistriesConf
 log = logging.getLogger("regtool.registry")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-CHUNK = 1 << 20
 UPLOAD_CHUNK = 8 << 20
 MAX_TAG_PAGES = 10_000
 MAX_REDIRECTS = 5
@@ -72,6 +73,10 @@ VERIFIABLE_ALGORITHMS = frozenset({"sha256", "sha384", "sha512"})
 BlobOpener = Callable[[int], AsyncIterator[bytes]]
 
 
+class ResponseTooLarge(RegistryError):
+    """A body over the size regtool reads whole (not retried: the registry would send it again)."""
+
+
 @dataclass
 class _Host:
     registry: str
@@ -82,6 +87,7 @@ class _Host:
     blobs: anyio.CapacityLimiter
     small: anyio.CapacityLimiter
     scheme: str | None = None
+    probe_lock: anyio.Lock = field(default_factory=anyio.Lock)
     referrers_api: bool | None = None
     rate_limit_remaining: int | None = None
     _next_slot: float = 0.0
@@ -254,10 +260,11 @@ class RegistryClient:
         # A request sent before a concurrent one learnt the (Basic) challenge still gets its answer.
         unanswered = own and resp.status_code == 401 and "Authorization" not in hdrs
         if (learned or unanswered) and not callable(getattr(content, "__aiter__", None)):
-            await resp.aclose()
-            host.auth.forget(scopes)
+            if learned:
+                host.auth.forget(scopes)
             authz = await host.auth.header_for(host.http, scopes)
-            if authz:
+            if authz:  # else the 401 stands (and stays readable for the error message)
+                await resp.aclose()
                 hdrs["Authorization"] = authz
                 resp = await self._exchange(host, method, url, hdrs, content)
         redirects = 0
@@ -300,16 +307,26 @@ class RegistryClient:
         """With --tls-verify=false, tries HTTPS (unverified) then plain HTTP, once per host."""
         if host.scheme is not None:
             return
-        for scheme in ("https", "http"):
+        async with host.probe_lock:  # concurrent first requests share one probe
+            if host.scheme is None:
+                await self._probe_scheme(host)
+
+    async def _probe_scheme(self, host: _Host) -> None:
+        for attempt in range(3):
             try:
-                async with host.http.stream("GET", f"{scheme}://{host.api_host}/v2/"):
+                async with host.http.stream("GET", f"https://{host.api_host}/v2/"):
                     pass  # the answer's body is not needed (nor read: it may never end)
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                log.debug("%s://%s unusable: %s", scheme, host.api_host, type(exc).__name__)
+                text = str(exc)
+                log.debug("https://%s unusable: %s", host.api_host, type(exc).__name__)
+                refused = isinstance(exc, httpx.ConnectError) and "refused" in text.lower()
+                if "SSL" in text or "TLS" in text or "record" in text or refused or attempt == 2:
+                    break  # the server does not speak TLS here: plain HTTP, as skopeo falls back
+                await anyio.sleep(0.1 * (attempt + 1))  # a reset may be transient: ask again
                 continue
-            host.scheme = scheme
+            host.scheme = "https"
             return
-        host.scheme = "https"
+        host.scheme = "http"
 
     def _retrying(self) -> AsyncRetrying:
         policy = self.options.retry
@@ -324,7 +341,7 @@ class RegistryClient:
             return float(backoff(state))
 
         def should_retry(exc: BaseException) -> bool:
-            if isinstance(exc, RetryWaitExceeded):
+            if isinstance(exc, (RetryWaitExceeded, TLSVerificationFailed)):
                 return False
             return isinstance(exc, (ServerError, TooManyRequests, ConnectionFailed))
 
@@ -356,6 +373,7 @@ class RegistryClient:
         url: str | None = None,
         limiter: str = "small",
         allow: Sequence[int] = (),
+        max_body: int = MAX_RESPONSE_SIZE,
     ) -> httpx.Response:
         """A request with retries; returns a response with status in ``ok`` or ``allow``.
 
@@ -374,20 +392,20 @@ class RegistryClient:
                             host, method, target, scopes=scopes, headers=headers, content=content
                         )
                     except httpx.TransportError as exc:
-                        raise ConnectionFailed(
-                            f"{what}: cannot reach {host.registry}: {_describe_transport_error(exc)}"
-                        ) from exc
+                        detail = _describe_transport_error(exc)
+                        cls = TLSVerificationFailed if detail.startswith(_TLS_PROBLEMS) else ConnectionFailed
+                        raise cls(f"{what}: cannot reach {host.registry}: {detail}") from exc
                     if resp.status_code in ok or resp.status_code in allow:
                         if not stream:
                             try:
-                                read = await _read_capped(resp, MAX_RESPONSE_SIZE)
+                                read = await _read_capped(resp, max_body)
                             except httpx.TransportError as exc:
                                 raise ConnectionFailed(
                                     f"{what}: connection to {host.registry} broke: {type(exc).__name__}"
                                 ) from exc
                             if read is None:
-                                raise RegistryError(
-                                    f"{what}: {host.registry} answered more than {MAX_RESPONSE_SIZE} bytes "
+                                raise ResponseTooLarge(
+                                    f"{what}: {host.registry} answered more than {max_body} bytes "
                                     "(answer too large)",
                                     host=host.registry,
                                     status=resp.status_code,
@@ -446,10 +464,9 @@ class RegistryClient:
             if ref.digest:
                 digest = ref.digest
             else:
-                return Descriptor(
-                    media_type=resp.headers.get("content-type", ""), digest="", size=_int(resp, "content-length")
-                )
-        validate_digest(digest)
+                # No Docker-Content-Digest: only the bytes can tell (a GET, as skopeo does then).
+                return (await self.get_manifest(ref)).descriptor()
+        _announced_digest(digest, f"manifest {ref}", ref.registry)
         if ref.digest and digest != ref.digest:
             raise DigestMismatch(f"manifest {ref}: {ref.registry} answered digest {digest}")
         return Descriptor(
@@ -461,32 +478,24 @@ class RegistryClient:
     async def get_manifest(self, ref: Reference, accept: Sequence[str] = ACCEPT_MANIFESTS) -> Manifest:
         """The manifest bytes as served, checked against the asked or announced digest."""
         what = f"manifest {ref}"
-        resp = await self._request(
-            ref,
-            "GET",
-            f"/v2/{ref.repository}/manifests/{ref.identifier}",
-            scopes=(_pull(ref.repository),),
-            what=what,
-            headers={"Accept": ", ".join(accept)},
-            stream=True,
-        )
         try:
-            declared = _int(resp, "content-length")
-            if declared > MAX_MANIFEST_SIZE:
-                raise ManifestError(f"{what}: {declared} bytes is over the {MAX_MANIFEST_SIZE} byte manifest limit")
-            body = bytearray()
-            async for chunk in resp.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_MANIFEST_SIZE:
-                    raise ManifestError(f"{what}: over the {MAX_MANIFEST_SIZE} byte manifest limit")
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(f"{what}: connection to {ref.registry} broke: {type(exc).__name__}") from exc
-        finally:
-            await resp.aclose()
+            # Read inside the retried request, so a connection broken mid-body is retried too.
+            resp = await self._request(
+                ref,
+                "GET",
+                f"/v2/{ref.repository}/manifests/{ref.identifier}",
+                scopes=(_pull(ref.repository),),
+                what=what,
+                headers={"Accept": ", ".join(accept)},
+                max_body=MAX_MANIFEST_SIZE,
+            )
+        except ResponseTooLarge:
+            raise ManifestError(f"{what}: over the {MAX_MANIFEST_SIZE} byte manifest limit") from None
+        body = resp.content
         data = bytes(body)
         expected = ref.digest or resp.headers.get("docker-content-digest")
         if expected:
-            validate_digest(expected)
+            _announced_digest(expected, what, ref.registry)
             algorithm = expected.split(":", 1)[0]
             try:
                 actual = _digest_of(data, algorithm)
@@ -553,8 +562,7 @@ class RegistryClient:
             raise ManifestError(f"{what}: unsupported digest algorithm {algorithm!r}; cannot verify it")
         hasher = hashlib.new(algorithm) if offset == 0 else None
         pos = offset
-        held: bytes | None = None  # the newest full chunk, released once the next one arrives
-        buf = bytearray()  # bytes received but not yet a full chunk; kept across resumes
+        held: bytes | None = None  # the newest piece, released once the next one arrives
         resumes = 0
         while True:
             headers = {"Range": f"bytes={pos}-"} if pos else {}
@@ -583,12 +591,9 @@ class RegistryClient:
                         raise DigestMismatch(f"{what}: more bytes than the {desc.size} its descriptor says")
                     if hasher is not None:
                         hasher.update(piece)
-                    buf += piece
-                    if len(buf) >= CHUNK:
-                        if held is not None:
-                            yield held
-                        held = bytes(buf)
-                        buf.clear()
+                    if held is not None:
+                        yield held  # pieces pass through as received: no copying into bigger buffers
+                    held = piece
                 break
             except httpx.TransportError as exc:
                 resumes += 1
@@ -599,11 +604,7 @@ class RegistryClient:
                 await anyio.sleep(min(self.options.retry.max_backoff, 0.2 * resumes))
             finally:
                 await resp.aclose()
-        if buf:
-            if held is not None:
-                yield held
-            held = bytes(buf)
-        if pos != desc.size:
+        if desc.size >= 0 and pos != desc.size:  # -1: size unknown (schema 1); the digest still decides
             raise DigestMismatch(f"{what}: got {pos} bytes, descriptor says {desc.size}")
         if hasher is not None:
             actual = f"{algorithm}:{hasher.hexdigest()}"
@@ -665,40 +666,87 @@ class RegistryClient:
         ``Range`` after a failure. A failed session is cancelled.
         """
         host = await self._host(ref)
-        location, resp = await self._start_upload(ref, desc.digest, mount_from)
+        # Shielded: a signal arriving while the POST is in flight must not leave an upload session
+        # open that we never learned the URL of; it is cancelled right after instead.
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.options.timeout):
+            location, resp = await self._start_upload(ref, desc.digest, mount_from)
         if location is None:
             return "mounted"
-        chunk_min = _int(resp, "oci-chunk-min-length")
-        if host.options.chunked_upload or chunk_min > 0:
-            await self._upload_chunked(ref, desc, opener, location, max(chunk_min, UPLOAD_CHUNK))
-            return "uploaded"
         try:
-            async with host.blobs:
-                put = await self._send_once(
-                    host,
-                    "PUT",
-                    _append_query(location, digest=desc.digest),
-                    scopes=(_push(ref.repository),),
-                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
-                    content=opener(0),
-                )
-                await put.aread()
+            await anyio.lowlevel.checkpoint()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._cancel_upload(ref, location)
             raise
-        if put.status_code in (201, 204):
+        chunk_min = _int(resp, "oci-chunk-min-length")
+        if host.options.chunked_upload or chunk_min > 0:
+            await self._upload_chunked(ref, desc, opener, location, max(chunk_min, UPLOAD_CHUNK))
             return "uploaded"
-        err = error_from_response(put, f"upload {desc.digest} to {ref.name}")
-        await self._cancel_upload(ref, location)
-        if put.status_code in (400, 405, 411, 413, 415, 416) and err.code not in ("DIGEST_INVALID", "SIZE_INVALID"):
-            log.info("%s refused a monolithic upload (%s); retrying in chunks", ref.registry, put.status_code)
+        what = f"upload {desc.digest} to {ref.name}"
+        failures = 0
+        while True:
+            err: RegtoolError
+            try:
+                async with host.blobs:
+                    put = await self._send_once(
+                        host,
+                        "PUT",
+                        _append_query(location, digest=desc.digest),
+                        scopes=(_push(ref.repository),),
+                        headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
+                        content=opener(0),
+                    )
+                    put = await _read_capped(put, MAX_ERROR_BODY) or _bodiless(put)
+            except httpx.TransportError as exc:
+                err = ConnectionFailed(f"{what}: connection to {ref.registry} broke: {_describe_transport_error(exc)}")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._cancel_upload(ref, location)
+                raise
+            else:
+                if put.status_code in (201, 204):
+                    return "uploaded"
+                err = error_from_response(put, what)
+            await self._cancel_upload(ref, location)
+            if (
+                isinstance(err, RegistryError)
+                and err.status in (400, 405, 411, 413, 415, 416)
+                and err.code not in ("DIGEST_INVALID", "SIZE_INVALID")
+            ):
+                log.info("%s refused a monolithic upload (%s); retrying in chunks", ref.registry, err.status)
+                location, _ = await self._start_upload(ref, desc.digest, None)
+                if location is None:
+                    return "mounted"
+                await self._upload_chunked(ref, desc, opener, location, max(chunk_min, UPLOAD_CHUNK))
+                return "uploaded"
+            # A streamed body cannot be replayed by tenacity: a transient failure starts a new session.
+            failures += 1
+            transient = isinstance(err, (ServerError, TooManyRequests, ConnectionFailed))
+            if not transient or isinstance(err, RetryWaitExceeded) or failures >= self.options.retry.attempts:
+                raise err
+            if await self.blob_exists(ref, desc.digest) == desc.size:
+                return "uploaded"  # the registry stored it; only its answer was lost
+            self.retries += 1
+            log.info("%s; starting the upload again (attempt %d)", err, failures + 1)
+            await anyio.sleep(self._retry_delay(err, failures))
             location, _ = await self._start_upload(ref, desc.digest, None)
             if location is None:
                 return "mounted"
-            await self._upload_chunked(ref, desc, opener, location, max(chunk_min, UPLOAD_CHUNK))
-            return "uploaded"
-        raise err
+
+    def _retry_delay(self, err: RegtoolError, failures: int) -> float:
+        """How long to wait before retry number ``failures`` (Retry-After if the registry said)."""
+        policy = self.options.retry
+        if isinstance(err, TooManyRequests) and err.retry_after is not None:
+            if err.retry_after > policy.max_wait:
+                raise RetryWaitExceeded(
+                    f"{err}; asked to retry after {err.retry_after:.0f}s, more than --max-retry-wait "
+                    f"{policy.max_wait:.0f}s",
+                    retry_after=err.retry_after,
+                    host=err.host,
+                    status=429,
+                )
+            return err.retry_after
+        return float(min(policy.max_backoff, policy.initial_backoff * 2 ** (failures - 1)))
 
     async def _upload_chunked(
         self, ref: Reference, desc: Descriptor, opener: BlobOpener, location: str, chunk_size: int
@@ -725,14 +773,21 @@ class RegistryClient:
                                 },
                                 content=chunk,
                             )
-                            await resp.aread()
+                            resp = await _read_capped(resp, MAX_ERROR_BODY) or _bodiless(resp)
                             if resp.status_code != 202:
                                 raise error_from_response(resp, f"upload chunk of {desc.digest} to {ref.name}")
                             location = str(resp.request.url.join(resp.headers.get("location", location)))
                             pos = end + 1
-                except (httpx.TransportError, ServerError, ConnectionFailed) as exc:
+                except (httpx.TransportError, ServerError, TooManyRequests, ConnectionFailed) as exc:
                     failures += 1
+                    if isinstance(exc, RetryWaitExceeded):
+                        raise
                     if failures > self.options.retry.attempts:
+                        if isinstance(exc, httpx.TransportError):
+                            raise ConnectionFailed(
+                                f"upload chunk of {desc.digest} to {ref.name}: connection to {ref.registry} "
+                                f"broke: {_describe_transport_error(exc)}"
+                            ) from exc
                         raise
                     log.info("chunk upload of %s broke (%s); asking the registry where to resume", desc.digest, exc)
                     await anyio.sleep(min(self.options.retry.max_backoff, 0.2 * failures))
@@ -895,6 +950,14 @@ def _bodiless(resp: httpx.Response, body: bytes = b"") -> httpx.Response:
     )
 
 
+def _announced_digest(value: str, what: str, registry: str) -> str:
+    """A digest a registry sent (Docker-Content-Digest): bad syntax is its fault (exit 1), not a usage error."""
+    try:
+        return validate_digest(value)
+    except InvalidReference as exc:
+        raise ManifestError(f"{what}: {registry} answered an invalid digest: {exc}") from None
+
+
 def _same_origin(host: _Host, url: httpx.URL) -> bool:
     """Whether ``url`` is the registry itself (scheme, host and port): the only place credentials go."""
     netloc = url.netloc.decode("ascii", "replace").lower()
@@ -908,10 +971,13 @@ def _int(resp: httpx.Response, header: str) -> int:
         return 0
 
 
+_TLS_PROBLEMS = ("TLS certificate verification failed", "the server does not speak TLS")
+
+
 def _describe_transport_error(exc: httpx.TransportError) -> str:
-    text = str(exc) or type(exc).__name__
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc)) or type(exc).__name__  # no OpenSSL source locations
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        detail = text.split("certificate verify failed:")[-1].strip(" )") if "verify failed:" in text else ""
+        detail = text.split("certificate verify failed:")[-1].strip(" .)") if "verify failed:" in text else ""
         return f"TLS certificate verification failed ({detail or 'untrusted'}); use --cert-dir or --tls-verify=false"
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
         return "the server does not speak TLS (plain HTTP?); use --tls-verify=false for HTTP registries"

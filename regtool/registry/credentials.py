@@ -266,11 +266,11 @@ def _read_auth_file(path: Path, *, explicit: bool) -> dict[str, Any] | None:
         return None
     except PermissionError as exc:
         if explicit:
-            raise RegtoolError(f"cannot read auth file {path}: permission denied") from exc
+            raise UsageError(f"cannot read auth file {path}: permission denied") from exc
         log.debug("skipping unreadable auth file %s", path)
         return None
-    except OSError as exc:
-        raise RegtoolError(f"cannot read auth file {path}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # a directory in its place, an I/O error: a configuration problem (exit 2)
+        raise UsageError(f"cannot read auth file {path}: {exc.strerror or exc}") from exc
     if not data.strip():
         return {}
     try:

@@ -8,6 +8,7 @@ manifest, a refused credential, a rate limit) without parsing strings.
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 
@@ -60,6 +61,10 @@ class ConnectionFailed(RegtoolError):
     """The registry could not be reached at all (DNS, refused, TLS, timeout)."""
 
 
+class TLSVerificationFailed(ConnectionFailed):
+    """The registry's certificate was refused (or it does not speak TLS): retrying cannot help."""
+
+
 _CODE_CLASSES: dict[str, type[RegistryError]] = {
     "MANIFEST_UNKNOWN": ManifestUnknown,
     "NAME_UNKNOWN": NameUnknown,
@@ -68,6 +73,9 @@ _CODE_CLASSES: dict[str, type[RegistryError]] = {
     "DENIED": Unauthorized,
     "TOOMANYREQUESTS": TooManyRequests,
 }
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -105,7 +113,8 @@ def error_from_response(response: httpx.Response, what: str) -> RegistryError:
         errors = body.get("errors") if isinstance(body, dict) else None
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
             code = str(errors[0].get("code") or "") or None
-            detail = str(errors[0].get("message") or "")[:300]
+            # The registry's words go to a terminal: no control characters (escape sequences, newlines).
+            detail = _CONTROL.sub("?", str(errors[0].get("message") or "")[:300])
     except (ValueError, UnicodeDecodeError, httpx.ResponseNotRead):
         pass
     cls: type[RegistryError]

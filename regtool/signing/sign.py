@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -373,8 +373,12 @@ class KeylessSigner(ImageSigner):
 
     ``backend`` is a sigstore-python ``Signer`` (see :func:`make_keyless_signer`);
     its calls block on the network, so they run in a worker thread.
-    ``trusted_root`` (trusted-root JSON) lets the legacy annotations carry
-    the Fulcio chain (root last).
+    ``identity``/``issuer`` are the token's (what the certificate will name),
+    used to recognise this signer's earlier signatures. ``trusted_root``
+    (trusted-root JSON) lets the legacy annotations carry the Fulcio chain
+    (root last). ``statement_factory`` wraps statement bytes for
+    ``backend.sign_dsse`` (default: ``sigstore.dsse.Statement``);
+    ``on_close`` ends the signing session.
     """
 
     def __init__(
@@ -384,8 +388,8 @@ class KeylessSigner(ImageSigner):
         identity: str,
         issuer: str,
         trusted_root: bytes | None = None,
-        statement_factory: Any = None,
-        on_close: Any = None,
+        statement_factory: Callable[[bytes], Any] | None = None,
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         self.backend = backend
         self.identity = identity

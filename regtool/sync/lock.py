@@ -18,7 +18,8 @@ class JobLock:
 
     def __enter__(self) -> JobLock:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a symlink planted at the lock path must not redirect the truncate below.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise UsageError(f"cannot open lock file {self.path}: {exc.strerror}") from None
         try:

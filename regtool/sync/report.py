@@ -73,7 +73,8 @@ class SyncReport:
         counts = self.counts()
         parts = [f"{n} {action}" for action, n in sorted(counts.items())] or ["nothing to do"]
         took = (self.finished or time.time()) - self.started
-        line = f"sync {self.job} (shard {self.shard}): " + ", ".join(parts) + f"; {self.bytes} bytes in {took:.1f}s"
+        line = f"regtool sync: job {self.job}, shard {self.shard}: " + ", ".join(parts)
+        line += f"; {self.bytes} bytes in {took:.1f}s"
         if self.errors:
             line += f"; {len(self.errors)} errors"
         if self.interrupted:

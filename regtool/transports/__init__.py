@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from regtool.reference import ImageRef
     from regtool.registry import RegistryClient
 
-__all__ = ["ImageDestination", "ImageSource", "open_destination", "open_source"]
+__all__ = [
+    "check_destination","ImageDestination", "ImageSource", "open_destination", "open_source"]
 
 
 def _path_of(image_ref: ImageRef) -> str:
@@ -91,3 +92,26 @@ async def open_destination(
             raise InvalidReference(f"dir: takes no reference name ({image_ref.layout_ref!r})")
         return await DirDestination.open(_path_of(image_ref))
     raise UsageError(f"transport {image_ref.transport!r} cannot be opened by regtool.transports yet")
+
+
+def check_destination(image_ref: ImageRef) -> None:
+    """Refuses a local destination that cannot be written, before any network traffic.
+
+    Read-only: nothing is created, so a copy whose source turns out missing leaves no trace.
+    """
+    import os
+
+    from regtool.transports.dirlayout import check_dir_destination
+    from regtool.transports.layout import check_layout_destination
+
+    if image_ref.transport == "oci":
+        check_layout_destination(_path_of(image_ref), str(image_ref))
+    elif image_ref.transport == "dir":
+        check_dir_destination(_path_of(image_ref), str(image_ref))
+    elif image_ref.transport == "oci-archive":
+        path = _path_of(image_ref)
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise UsageError(f"{image_ref}: {path} is a directory, not an archive file")
+        if not os.path.isdir(parent):
+            raise UsageError(f"{image_ref}: directory {parent} does not exist")

@@ -145,26 +145,31 @@ class DirSource(ImageSource):
         return None
 
 
-def _prepare_dir(path: str, what: str) -> None:
-    """Create ``path``, or empty it if it holds a previous ``dir:`` image. Blocking."""
+def check_dir_destination(path: str, what: str) -> bool:
+    """Refuses a path that cannot become a ``dir:`` image; True when it holds one already. Blocking."""
     if os.path.lexists(path) and not os.path.isdir(path):
         raise UsageError(f"{what}: {path} exists and is not a directory")
-    if os.path.isdir(path):
-        names = os.listdir(path)
-        if names:
-            try:
-                with open(os.path.join(path, VERSION_FILE), "rb") as fh:
-                    version = fh.read(256)
-            except (FileNotFoundError, IsADirectoryError):
-                version = None
-            if version != VERSION.encode():
-                raise UsageError(f"{what}: {path} is not empty and is not a dir: image directory")
-            for entry in os.scandir(path):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-    else:
+    if not os.path.isdir(path) or not os.listdir(path):
+        return False
+    try:
+        with open(os.path.join(path, VERSION_FILE), "rb") as fh:
+            version = fh.read(256)
+    except (FileNotFoundError, IsADirectoryError):
+        version = None
+    if version != VERSION.encode():
+        raise UsageError(f"{what}: {path} is not empty and is not a dir: image directory")
+    return True
+
+
+def _prepare_dir(path: str, what: str) -> None:
+    """Create ``path``, or empty it if it holds a previous ``dir:`` image. Blocking."""
+    if check_dir_destination(path, what):
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    elif not os.path.isdir(path):
         os.makedirs(path)
 
 

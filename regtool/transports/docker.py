@@ -98,10 +98,14 @@ class DockerDestination(ImageDestination):
             opener: BlobOpener = chunks
         else:
             stream = chunks
+            opened = False
 
             def opener(offset: int) -> AsyncIterator[bytes]:
-                if offset:
+                # A plain stream is read once: a retried upload cannot replay it from byte 0 either.
+                nonlocal opened
+                if offset or opened:
                     raise RegtoolError(f"blob {desc.digest}: the source cannot be re-read from byte {offset}")
+                opened = True
                 return _aiter(stream)
 
         await self.upload(desc, opener, mount_from=self.mount_from)

@@ -428,7 +428,7 @@ def _add_entry(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[dic
     return [*entries, entry]
 
 
-def _check_layout_dir(path: str, what: str) -> None:
+def check_layout_destination(path: str, what: str) -> None:
     """Refuse a destination that is not a directory, or a non-empty non-layout one. Blocking."""
     if not os.path.exists(path):
         return
@@ -470,7 +470,7 @@ class OCILayoutDestination(ImageDestination):
         if ref is not None:
             validate_ref_name(ref)
         name = f"oci:{path}" + (f":{ref}" if ref else "")
-        await anyio.to_thread.run_sync(_check_layout_dir, path, name)
+        await anyio.to_thread.run_sync(check_layout_destination, path, name)
         return cls(path, ref, name)
 
     @property
