@@ -292,9 +292,15 @@ class Copier:
         async def head(side: str, obj: DockerSource | DockerDestination) -> None:
             heads[side] = await obj.head()
 
+        async def tags() -> None:
+            with contextlib.suppress(RegtoolError):  # a failure shows again where the tags are needed
+                await self._source_tags(src)
+
         async with _task_group() as tg:
             tg.start_soon(head, "src", src)
             tg.start_soon(head, "dest", dest)
+            if not self.options.remove_signatures:
+                tg.start_soon(tags)  # the attachment lookup, in the same round trip as the HEADs
         return heads["src"], heads["dest"]
 
     async def _skipped(self, src: ImageSource, dest: ImageDestination, digest: str, is_index: bool) -> CopyResult:

@@ -171,7 +171,8 @@ async def _copy(args: argparse.Namespace, src_ref: Any, dest_ref: Any, options: 
 
         async def once() -> Any:
             async with await open_source(src_ref, client=src_client) as source:
-                await check_source(source)  # before a dir: destination writes anything
+                if dest_ref.transport == "dir":
+                    await check_source(source)  # opening a dir: destination empties it: source first
                 async with await open_destination(dest_ref, client=dest_client, source_ref=src_ref) as destination:
                     return await Copier(options, progress=progress).copy(source, destination)
 
