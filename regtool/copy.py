@@ -151,7 +151,12 @@ class Transfers:
         try:
             how = str(await work())
         except BaseException as exc:
-            self._errors[key] = exc  # for those waiting now; a later caller tries again
+            # Waiters see a real failure as their own; a cancelled owner (its image was stopped)
+            # says nothing about the blob, so they take the transfer over instead of re-raising a
+            # cancellation in a task that was never cancelled (which would let it carry on as if
+            # the blob had arrived).
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                self._errors[key] = exc
             raise
         finally:
             del self._inflight[key]

@@ -418,18 +418,9 @@ class RegistryClient:
                         await resp.aclose()
                         resp = _bodiless(resp)
                     err = error_from_response(resp, what)
-                    if (
-                        isinstance(err, TooManyRequests)
-                        and err.retry_after is not None
-                        and err.retry_after > self.options.retry.max_wait
-                    ):
-                        raise RetryWaitExceeded(
-                            f"{what}: {host.registry} asks to retry after {err.retry_after:.0f}s, "
-                            f"more than --max-retry-wait {self.options.retry.max_wait:.0f}s",
-                            retry_after=err.retry_after,
-                            host=host.registry,
-                            status=429,
-                        )
+                    too_long = self._retry_wait_exceeded(err, what)
+                    if too_long is not None:
+                        raise too_long
                     if isinstance(err, Unauthorized) and resp.status_code == 401:
                         host.auth.forget(scopes)
                     raise err
@@ -733,18 +724,26 @@ class RegistryClient:
             if location is None:
                 return "mounted"
 
+    def _retry_wait_exceeded(self, err: RegtoolError, what: str) -> RetryWaitExceeded | None:
+        """The error to end with when a registry asks for a longer wait than --max-retry-wait allows."""
+        max_wait = self.options.retry.max_wait
+        if isinstance(err, TooManyRequests) and err.retry_after is not None and err.retry_after > max_wait:
+            return RetryWaitExceeded(
+                f"{what}: {err.host} asks to retry after {err.retry_after:.0f}s, "
+                f"more than --max-retry-wait {max_wait:.0f}s",
+                retry_after=err.retry_after,
+                host=err.host,
+                status=429,
+            )
+        return None
+
     def _retry_delay(self, err: RegtoolError, failures: int) -> float:
         """How long to wait before retry number ``failures`` (Retry-After if the registry said)."""
         policy = self.options.retry
+        too_long = self._retry_wait_exceeded(err, str(err))
+        if too_long is not None:
+            raise too_long
         if isinstance(err, TooManyRequests) and err.retry_after is not None:
-            if err.retry_after > policy.max_wait:
-                raise RetryWaitExceeded(
-                    f"{err}; asked to retry after {err.retry_after:.0f}s, more than --max-retry-wait "
-                    f"{policy.max_wait:.0f}s",
-                    retry_after=err.retry_after,
-                    host=err.host,
-                    status=429,
-                )
             return err.retry_after
         return float(min(policy.max_backoff, policy.initial_backoff * 2 ** (failures - 1)))
 

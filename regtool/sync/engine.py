@@ -786,7 +786,7 @@ class SyncRunner:
 
 
 def _attachment_view(tags: list[str], own: str, tops: set[str], entry: MirrorEntry) -> list[str]:
-    """The tag list the copier sees for one image.
+    """The tag list the copier sees for one image: only attachment tags.
 
     Attachment tags of the repository's other selected images are left out (those images carry
     them), so an unchanged index does not have to be read to rule out attachments of its instances;
@@ -796,8 +796,7 @@ def _attachment_view(tags: list[str], own: str, tops: set[str], entry: MirrorEnt
     for tag in tags:
         m = _ATTACHMENT_RE.fullmatch(tag)
         if m is None:
-            out.append(tag)
-            continue
+            continue  # the copier only looks for attachment tags: a per-image copy of every tag costs tags²
         if (m.group(3) and not entry.signatures) or (not m.group(3) and not entry.referrers):
             continue
         digest = f"{m.group(1)}:{m.group(2)}"

@@ -443,6 +443,20 @@ def open_upload_sessions(registry: Registry) -> list[str]:
     return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/_uploads/*/startedat"))
 
 
+def sessions_left_open_by_regtool(registry: Registry) -> list[str]:
+    """Open upload sessions regtool never tried to cancel (sent no DELETE for).
+
+    distribution 2.8 refuses to cancel a session whose single PUT was cut mid-body: the ``_state``
+    in its URL still says offset 0 while the stored data has grown ("upload resumed at wrong
+    offset"), and no request can learn a newer state. Such sessions stay until the registry's
+    upload purger removes them; what regtool owes is the DELETE, which this checks in the
+    registry's request log.
+    """
+    log = Path(registry.log_file).read_text(errors="replace")
+    return [s for s in open_upload_sessions(registry)
+            if f"DELETE /v2/{s.replace('/_uploads/', '/blobs/uploads/')}" not in log]
+
+
 # -------------------------------------------------------------------------------------------------
 # Running regtool sync
 # -------------------------------------------------------------------------------------------------
