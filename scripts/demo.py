@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def main() -> int:
             reg = bed.get("plain")
             print(f"local registry (CNCF distribution) at {reg.host}; seeding demo/app and demo/tools ...")
             for tag in ("1.0.0", "1.1.0", "1.2.0", "2.0.0-rc.1"):
-                push_index(reg, "demo/app", tag, seed=hash(tag) & 0xFFFF)
+                push_index(reg, "demo/app", tag, seed=zlib.crc32(tag.encode()) & 0xFFFF)
             push_oci_image(reg, "demo/app", "latest", seed=7)
             push_oci_image(reg, "demo/tools", "stable", seed=8)
             env = dict(os.environ, REGTOOL_DEMO_REGISTRY=reg.host, REGTOOL_DEMO_OUT=str(OUT))
