@@ -217,8 +217,7 @@ async def _delete(args: argparse.Namespace) -> int:
             desc = await client.head_manifest(ref)
             if desc is None:
                 raise NotFound(f"image {ref} not found")
-            digest = desc.digest or (await client.get_manifest(ref)).digest
-            ref = ref.with_digest(digest)
+            ref = ref.with_digest(desc.digest)  # head_manifest GETs when no digest header came
         await client.delete_manifest(ref.repo_only().with_digest(ref.digest or ""))
     sys.stderr.write(f"Deleted {ref.repo_only().name}@{ref.digest}\n")
     return 0

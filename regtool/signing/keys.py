@@ -138,17 +138,10 @@ def _private_key_der_kind(der: bytes) -> str:
 
 
 def check_private_key(key: Any) -> PrivateKey:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if not isinstance(key.curve, _EC_CURVES):
-            raise UsageError(f"unsupported EC curve {key.curve.name}")
-        return key
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < _MIN_RSA_BITS:
-            raise UsageError(f"RSA key too small ({key.key_size} bits)")
-        return key
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key
-    raise UsageError(f"unsupported private key type {type(key).__name__}")
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        raise UsageError(f"unsupported private key type {type(key).__name__}")
+    check_public_key(key.public_key())  # curve and size rules live in one place
+    return key
 
 
 def check_public_key(key: Any) -> PublicKey:

@@ -54,6 +54,7 @@ __all__ = [
     "ImageDestination",
     "ImageSource",
     "atomic_write_bytes",
+    "blob_file_matches",
     "descriptor_fields",
     "ensure_real_dir",
     "iter_file_range",
@@ -74,8 +75,7 @@ TEMP_PREFIX = ".regtool-tmp-"
 _DIGEST_ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
 _HEX = frozenset("0123456789abcdef")
 
-_SourceT = TypeVar("_SourceT", bound="ImageSource")
-_DestinationT = TypeVar("_DestinationT", bound="ImageDestination")
+_ClosingT = TypeVar("_ClosingT", bound="_Closing")
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -325,10 +325,42 @@ async def atomic_write_bytes(directory: str, name: str, data: bytes) -> None:
     await write_stream_atomic(directory, name, _one(data))
 
 
+async def blob_file_matches(path: str, desc: Descriptor) -> bool:
+    """Whether a stored blob file is present with the descriptor's size (unknown sizes: present)."""
+
+    def check() -> bool:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return stat.S_ISREG(st.st_mode) and (desc.size is None or desc.size < 0 or st.st_size == desc.size)
+
+    return await anyio.to_thread.run_sync(check)
+
+
 # --------------------------------------------------------------------------- interfaces
 
 
-class ImageSource(ABC):
+class _Closing:
+    """``async with`` support shared by sources and destinations: ``close`` runs even when cancelled."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook with a default
+        """Release resources."""
+
+    async def __aenter__(self: _ClosingT) -> _ClosingT:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.close()
+
+
+class ImageSource(_Closing, ABC):
     """Where an image is read from (registry, OCI layout, archive or ``dir:``).
 
     One source is bound to one named image (``docker://repo:tag``,
@@ -388,20 +420,9 @@ class ImageSource(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook with a default
         """Release files, temporary directories and connections."""
 
-    async def __aenter__(self: _SourceT) -> _SourceT:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.close()
 
 
-class ImageDestination(ABC):
+class ImageDestination(_Closing, ABC):
     """Where an image is written to. Nothing is visible until :meth:`commit`.
 
     ``supports_signatures``: :meth:`put_signatures` stores them (``dir:``, and
@@ -448,17 +469,6 @@ class ImageDestination(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook with a default
         """Release resources; discards staged state if :meth:`commit` was not called."""
 
-    async def __aenter__(self: _DestinationT) -> _DestinationT:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.close()
 
 
 def descriptor_fields(desc: Descriptor) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from regtool.transports.base import (
     ImageDestination,
     ImageSource,
     atomic_write_bytes,
+    blob_file_matches,
     ensure_real_dir,
     iter_file_range,
     manifest_matches_digest,
@@ -199,18 +200,7 @@ class DirDestination(ImageDestination):
 
     async def has_blob(self, desc: Descriptor) -> bool:
         _, encoded = split_digest(desc.digest)
-        path = os.path.join(self._root, encoded)
-
-        def check() -> bool:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                return False
-            return stat.S_ISREG(st.st_mode) and (
-                desc.size is None or desc.size < 0 or st.st_size == desc.size
-            )
-
-        return await anyio.to_thread.run_sync(check)
+        return await blob_file_matches(os.path.join(self._root, encoded), desc)
 
     async def put_blob(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
         verifier = DigestVerifier(desc.digest, desc.size)

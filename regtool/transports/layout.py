@@ -47,6 +47,7 @@ from regtool.transports.base import (
     ImageDestination,
     ImageSource,
     atomic_write_bytes,
+    blob_file_matches,
     descriptor_fields,
     ensure_real_dir,
     iter_file_range,
@@ -489,18 +490,7 @@ class OCILayoutDestination(ImageDestination):
         return ensure_real_dir(self._root, "blobs", algorithm), encoded
 
     async def has_blob(self, desc: Descriptor) -> bool:
-        path = self._blob_file(desc.digest)
-
-        def check() -> bool:
-            try:
-                st = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                return False
-            return stat.S_ISREG(st.st_mode) and (
-                desc.size is None or desc.size < 0 or st.st_size == desc.size
-            )
-
-        return await anyio.to_thread.run_sync(check)
+        return await blob_file_matches(self._blob_file(desc.digest), desc)
 
     async def put_blob(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
         verifier = DigestVerifier(desc.digest, desc.size)
