@@ -184,6 +184,11 @@ class RegistryClient:
                 verify = _file_ssl_context(opts)
             else:
                 verify = build_ssl_context(registry, verify=opts.tls_verify, cert_dir=opts.cert_dir)
+            transport = self.options.transport
+            if transport is None and not self.options.http2:
+                from regtool.registry.http11 import Http11Transport
+
+                transport = Http11Transport(ssl_context=verify if isinstance(verify, ssl.SSLContext) else None)
             http = httpx.AsyncClient(
                 verify=verify,
                 http2=self.options.http2,
@@ -192,7 +197,7 @@ class RegistryClient:
                 headers={"User-Agent": self.options.user_agent},
                 follow_redirects=False,
                 trust_env=True,
-                transport=self.options.transport,
+                transport=transport,
             )
             repository = ref.repository if isinstance(ref, Reference) else None
             cred = self._credential_for(registry, repository, opts)
