@@ -60,7 +60,7 @@ def sampled_sync(config: Path, workdir: Path, name: str) -> tuple[int, dict[str,
     started = time.time()
     with open(log, "wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=regtool_env())
-        sampler = RssSampler(proc.pid, 0.1).start()
+        sampler = RssSampler(proc.pid, 0.02).start()  # a no-op run is short: sample often
         try:
             code = proc.wait(300)
         finally:
