@@ -245,15 +245,25 @@ class Copier:
 
     # -- entry points ----------------------------------------------------------------
 
-    async def copy(self, src: ImageSource, dest: ImageDestination) -> CopyResult:
-        """Copies the named image of ``src`` to ``dest``; a no-op when ``dest`` already has it."""
+    async def copy(
+        self,
+        src: ImageSource,
+        dest: ImageDestination,
+        *,
+        heads: tuple[Descriptor | None, Descriptor | None] | None = None,
+    ) -> CopyResult:
+        """Copies the named image of ``src`` to ``dest``; a no-op when ``dest`` already has it.
+
+        ``heads``: the source's and the destination's manifest descriptors (None: absent) when the
+        caller HEADed both already, as sync's plan does; they are not asked again.
+        """
         self.options.validate()
         opts = self.options
         dest_digest: str | None = None
         if not opts.format and not opts.platforms and isinstance(src, DockerSource) and isinstance(
             dest, DockerDestination
         ):
-            src_head, dest_head = await self._heads(src, dest)
+            src_head, dest_head = await self._heads(src, dest, heads)
             dest_digest = dest_head.digest if dest_head is not None and dest_head.digest else None
             if src_head is not None and src_head.digest and src_head.digest == dest_digest:
                 is_index = _is_index_type(src_head.media_type)
@@ -290,8 +300,16 @@ class Copier:
         return result
 
     async def _heads(
-        self, src: DockerSource, dest: DockerDestination
+        self,
+        src: DockerSource,
+        dest: DockerDestination,
+        known: tuple[Descriptor | None, Descriptor | None] | None = None,
     ) -> tuple[Descriptor | None, Descriptor | None]:
+        if known is not None:  # nothing to wait for but (at most) the tag list: no task group needed
+            if not self.options.remove_signatures:
+                with contextlib.suppress(RegtoolError):
+                    await self._source_tags(src)
+            return known
         heads: dict[str, Descriptor | None] = {}
 
         async def head(side: str, obj: DockerSource | DockerDestination) -> None:

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import math
-import platform as _platform
 import re
 import sys
 from dataclasses import dataclass, field
@@ -324,7 +323,8 @@ def _signed_schema1(data: bytes) -> _Obj | None:
     return doc if schema_version == 1 and signatures is not None else None
 
 
-_B64URL_RE = re.compile(rb"(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}==|[A-Za-z0-9_-]{3}=)?")
+# Only signed schema1 manifests need it: a pattern, compiled (and cached by re) on first use.
+_B64URL = rb"(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}==|[A-Za-z0-9_-]{3}=)?"
 
 
 def _jose_b64decode(text: str) -> bytes:
@@ -335,7 +335,7 @@ def _jose_b64decode(text: str) -> bytes:
         raise _GoError("illegal base64url string")
     raw += b"=" * ((4 - remainder) % 4)
     raw = raw.replace(b"\r", b"")  # Go's decoder skips CR and LF
-    if not _B64URL_RE.fullmatch(raw):
+    if not re.fullmatch(_B64URL, raw):
         raise _GoError("illegal base64 data")
     return base64.urlsafe_b64decode(raw)
 
@@ -483,7 +483,7 @@ _ARCH_ALIASES: dict[str, tuple[str, str | None]] = {
     "i686": ("386", None),
 }
 
-_PLATFORM_PART_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+_PLATFORM_PART = r"[A-Za-z0-9._-]+"  # only --platform / --multi-arch parsing: compiled on first use
 
 
 def _normalize_arch(arch: str, variant: str | None) -> tuple[str, str | None]:
@@ -518,7 +518,7 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         """Parse "os/arch[/variant]" as typed by a user (so "linux/x86_64" means linux/amd64)."""
         parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not all(_PLATFORM_PART_RE.fullmatch(part) for part in parts):
+        if len(parts) not in (2, 3) or not all(re.fullmatch(_PLATFORM_PART, part, re.ASCII) for part in parts):
             raise UsageError(f"invalid platform {_q(text)}: expected os/arch[/variant], e.g. linux/arm64/v8")
         arch, variant = _normalize_arch(parts[1], parts[2] if len(parts) == 3 else None)
         return cls(parts[0].lower(), arch, variant)
@@ -533,7 +533,9 @@ class Platform:
         if arch:
             wanted_arch, wanted_variant = _normalize_arch(arch, variant)
         else:
-            machine = _platform.machine().lower()
+            import platform  # here: importing it costs ~2 ms, and most runs never ask for the host's platform
+
+            machine = platform.machine().lower()
             wanted_arch, detected = _MACHINE_ARCH.get(machine, (machine, None))
             wanted_variant = variant.lower() if variant else detected
         return cls(wanted_os, wanted_arch, wanted_variant)

@@ -55,8 +55,9 @@ _REF_DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
 
 # containers/image's rule for the image name inside an OCI layout (org.opencontainers.image.ref.name).
+# A pattern, not a compiled regex: only layout references need it (re caches it on first use).
 _LAYOUT_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
-_LAYOUT_REF_RE = re.compile(rf"{_LAYOUT_COMPONENT}(?:/{_LAYOUT_COMPONENT})*", re.ASCII)
+_LAYOUT_REF = rf"{_LAYOUT_COMPONENT}(?:/{_LAYOUT_COMPONENT})*"
 
 
 def _q(text: str) -> str:
@@ -249,7 +250,7 @@ class ImageRef:
         elif self.reference is not None or not self.path:
             raise InvalidReference(f"a {self.transport} image name needs a path and no docker reference")
         if self.layout_ref is not None and (
-            self.transport == "dir" or not _LAYOUT_REF_RE.fullmatch(self.layout_ref)
+            self.transport == "dir" or not re.fullmatch(_LAYOUT_REF, self.layout_ref, re.ASCII)
         ):
             raise InvalidReference(
                 f"invalid image reference {_q(self.layout_ref)} in {self.transport} layout"
@@ -287,7 +288,7 @@ def parse_image(text: str) -> ImageRef:
         path, _, layout_ref = rest.partition(":")
         if not path:
             raise InvalidReference(f"invalid image name {_q(text)}: missing path after {_q(transport + ':')}")
-        if layout_ref and not _LAYOUT_REF_RE.fullmatch(layout_ref):
+        if layout_ref and not re.fullmatch(_LAYOUT_REF, layout_ref, re.ASCII):
             raise InvalidReference(
                 f"invalid image name {_q(text)}: invalid image reference {_q(layout_ref)}"
                 f" in {transport} layout (letters and digits separated by"

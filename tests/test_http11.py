@@ -123,28 +123,6 @@ def test_chunked_body_with_extensions_and_trailers() -> None:
     run(main())
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort",
-    ],
-    ids=["content-length", "chunked"],
-)
-def test_body_cut_short_is_a_protocol_error(answer: bytes) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(answer)
-        await writer.drain()
-
-    async def main() -> None:
-        async with Server(handler) as server, await _client() as client:
-            with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
-                await client.get(server.url + "/")
-
-    run(main())
-
-
 def test_body_until_close_without_length() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
@@ -214,13 +192,20 @@ def test_streamed_upload_and_early_answer() -> None:
 
 
 @pytest.mark.parametrize(
-    "answer",
-    [b"HTTP/1.1 2OO OK\r\n\r\n", b"SPDY 200 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\n bad: fold\r\n\r\n",
-     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-     b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"],
-    ids=["status", "protocol", "folded", "two-lengths", "negative-length"],
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", "complete message body"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort", "complete message body"),
+        (b"HTTP/1.1 2OO OK\r\n\r\n", "status line"),
+        (b"SPDY 200 OK\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\n bad: fold\r\n\r\n", "header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunked"),
+    ],
+    ids=["cut-length", "cut-chunked", "status", "protocol", "folded", "two-lengths", "negative-length", "chunk-size"],
 )
-def test_malformed_heads_are_protocol_errors(answer: bytes) -> None:
+def test_bad_answers_are_protocol_errors(answer: bytes, message: str) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(answer)
@@ -228,7 +213,7 @@ def test_malformed_heads_are_protocol_errors(answer: bytes) -> None:
 
     async def main() -> None:
         async with Server(handler) as server, await _client() as client:
-            with pytest.raises(httpx.RemoteProtocolError):
+            with pytest.raises(httpx.RemoteProtocolError, match=message):
                 await client.get(server.url + "/")
 
     run(main())

@@ -555,3 +555,28 @@ def test_without_a_toml_parser_the_config_is_empty(tmp_path: Path, monkeypatch: 
     conf = RegistriesConf.load(str(write(tmp_path / "r.conf", CONF)))
     assert conf == RegistriesConf()
     assert not conf.is_blocked("example.com", "x")
+
+
+def test_files_setting_nothing_regtool_reads_are_not_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Comment-only and alias-only system files skip the TOML parser; one that sets a flag does not."""
+    calls: list[int] = []
+    real = registries_conf._toml_loader
+
+    def counting() -> object:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(registries_conf, "_toml_loader", counting)
+    dropins = tmp_path / "registries.conf.d"
+    dropins.mkdir()
+    main = write(tmp_path / "registries.conf", "# insecure = true would go here\n# blocked too\n")
+    write(dropins / "00-shortnames.conf", '[aliases]\n"app" = "example.com/app"\n')
+    monkeypatch.setattr(registries_conf, "SYSTEM_REGISTRIES_CONF", main)
+    monkeypatch.setattr(registries_conf, "SYSTEM_REGISTRIES_CONF_D", dropins)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CONTAINERS_REGISTRIES_CONF", raising=False)
+    conf = RegistriesConf.load()
+    assert calls == [] and conf.registries == ()
+    write(dropins / "10-insecure.conf", '[[registry]]\nlocation = "example.com"\ninsecure = true\n')
+    conf = RegistriesConf.load()
+    assert calls == [1] and conf.is_insecure("example.com")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
-import json
-import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from regtool.manifest import Platform
     from regtool.registry.options import ClientOptions, RegistryOptions
+
 
 def parse_bool(text: str) -> bool:
     value = text.strip().lower()
@@ -52,8 +53,12 @@ def bool_flag(parser: argparse.ArgumentParser | Any, name: str, help: str, defau
     parser.add_argument(name, type=parse_bool, metavar="BOOL", default=default, help=help)
 
 
+@functools.cache
 def global_flags(suppress: bool) -> argparse.ArgumentParser:
-    """Flags accepted before or after the command (suppressed defaults on subcommands)."""
+    """Flags accepted before or after the command (suppressed defaults on subcommands).
+
+    Built once per variant: every subcommand parser takes the same one as a parent.
+    """
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("global flags")
     d: Any = argparse.SUPPRESS if suppress else None
@@ -131,7 +136,8 @@ def client_options(args: argparse.Namespace, default: RegistryOptions) -> Client
     )
 
 
-def platform_from_args(args: argparse.Namespace) -> Any:
+def platform_from_args(args: argparse.Namespace) -> Platform:
+    """The platform to pick from an index: the host's, or as --override-os/arch/variant say."""
     from regtool.manifest import Platform
 
     return Platform.host(
@@ -141,18 +147,29 @@ def platform_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {"time": self.formatTime(record), "level": record.levelname.lower(),
-             "logger": record.name, "msg": record.getMessage()}
-        )
+def platform_override(args: argparse.Namespace) -> Platform | None:
+    """:func:`platform_from_args` when an --override-* flag was given, else None.
+
+    None leaves the host's platform to the copier, which looks it up only when an index needs it.
+    """
+    overrides = ("override_os", "override_arch", "override_variant")
+    return platform_from_args(args) if any(getattr(args, name, None) for name in overrides) else None
 
 
 def setup_logging(args: argparse.Namespace) -> None:
+    import json
+    import logging  # here, not at the top: `regtool --help` never needs it
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return json.dumps(
+                {"time": self.formatTime(record), "level": record.levelname.lower(),
+                 "logger": record.name, "msg": record.getMessage()}
+            )
+
     handler = logging.StreamHandler(sys.stderr)
     if getattr(args, "log_format", "text") == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger("regtool")
@@ -163,6 +180,8 @@ def setup_logging(args: argparse.Namespace) -> None:
 
 def print_json(value: Any) -> None:
     """JSON on stdout, indented as skopeo prints it."""
+    import json
+
     sys.stdout.write(json.dumps(value, indent=4, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
@@ -177,6 +196,8 @@ def run_async(fn: Callable[[], Awaitable[int]], timeout: float | None = None) ->
 
     Returns 130 or 143 when a signal ended the run, else what ``fn`` returned.
     """
+    import signal
+
     import anyio
 
     received: list[int] = []

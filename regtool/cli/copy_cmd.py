@@ -100,7 +100,7 @@ def _copy_options(args: argparse.Namespace) -> Any:
     options = CopyOptions(
         multi_arch=mode,  # type: ignore[arg-type]  # checked by validate()
         platforms=platforms,
-        platform=common.platform_from_args(args),
+        platform=common.platform_override(args),  # None: the host's, looked up only if an index needs it
         remove_signatures=args.remove_signatures,
         include_nondistributable=args.include_nondistributable,
         format=args.format,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from typing import Any
 
@@ -68,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
         if args.password:
             raise UsageError("--password and --password-stdin are mutually exclusive")
         password = sys.stdin.readline().rstrip("\r\n")
+    elif args.password is not None:
+        password = args.password
     else:
-        password = args.password if args.password is not None else getpass.getpass("Password: ")
+        import getpass
+
+        password = getpass.getpass("Password: ")
     if not username or not password:
         raise UsageError("login needs a user name and a password")
     cred = credentials.Credential(username=username, password=password)

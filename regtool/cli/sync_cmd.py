@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         max_retry_wait=_max_retry_wait(args, opts.max_retry_wait),
         image_concurrency=args.concurrency or opts.concurrency or 8,
         blob_parallel=args.image_parallel_copies,
-        platform=common.platform_from_args(args),
+        platform=common.platform_override(args),  # None: the host's, looked up only if an index needs it
         src_defaults=src_defaults,
         dest_defaults=dest_defaults,
         job=args.job,

@@ -26,11 +26,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("regtool.registry")
 
-_PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
+#: One auth-param; compiled at the first challenge (re caches it), so open registries never pay for it.
+_PARAM = r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?'
 
 
 @dataclass(frozen=True)
 class Challenge:
+    """One parsed ``WWW-Authenticate`` challenge."""
+
     scheme: str  # "bearer" or "basic", lower case
     params: dict[str, str] = field(default_factory=dict)
 
@@ -42,9 +45,10 @@ def parse_challenge(header: str) -> Challenge | None:
         return None
     scheme, _, rest = header.partition(" ")
     params: dict[str, str] = {}
+    param = re.compile(_PARAM)
     pos = 0
     while pos < len(rest):
-        m = _PARAM.match(rest, pos)
+        m = param.match(rest, pos)
         if not m or m.end() == pos:
             break
         quoted, bare = m.group(2), m.group(3)
@@ -61,6 +65,8 @@ def basic_header(username: str, password: str) -> str:
 
 @dataclass
 class _Token:
+    """A cached bearer token and when it stops being good."""
+
     value: str = field(repr=False)  # a bearer token: never in a repr, log or traceback
     expires_at: float = 0.0
 

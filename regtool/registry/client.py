@@ -184,6 +184,9 @@ class RegistryClient:
                 verify = _file_ssl_context(opts)
             else:
                 verify = build_ssl_context(registry, verify=opts.tls_verify, cert_dir=opts.cert_dir)
+            # Small requests (HEADs, manifests, tag lists) get their own, larger allowance: a no-op
+            # sync of a few dozen tags sends its HEADs in one wave, and blobs never starve them.
+            blobs, small = max(1, opts.max_concurrency), max(8, opts.max_concurrency * 4)
             transport = self.options.transport
             if transport is None and not self.options.http2:
                 from regtool.registry.http11 import Http11Transport
@@ -193,7 +196,7 @@ class RegistryClient:
                 verify=verify,
                 http2=self.options.http2,
                 timeout=httpx.Timeout(self.options.timeout, connect=min(30.0, self.options.timeout)),
-                limits=httpx.Limits(max_connections=opts.max_concurrency + 8, max_keepalive_connections=32),
+                limits=httpx.Limits(max_connections=blobs + small, max_keepalive_connections=32),
                 headers={"User-Agent": self.options.user_agent},
                 follow_redirects=False,
                 trust_env=True,
@@ -207,12 +210,20 @@ class RegistryClient:
                 options=opts,
                 http=http,
                 auth=Authenticator(api_host, cred),
-                blobs=anyio.CapacityLimiter(max(1, opts.max_concurrency)),
-                small=anyio.CapacityLimiter(max(4, opts.max_concurrency * 2)),
+                blobs=anyio.CapacityLimiter(blobs),
+                small=anyio.CapacityLimiter(small),
                 scheme=None if not opts.tls_verify else "https",
             )
             self._hosts[registry] = host
             return host
+
+    async def prepare(self, ref: Reference) -> None:
+        """Settles the host's connection questions (blocked? HTTPS or HTTP?) ahead of its first request.
+
+        Lets a caller overlap the ``--tls-verify=false`` probe of one host with work on another.
+        """
+        self._check_blocked(ref)
+        await self._resolve_scheme(await self._host(ref))
 
     def _registries_conf(self) -> RegistriesConf:
         if self._conf is None:
@@ -256,7 +267,7 @@ class RegistryClient:
         hdrs = dict(headers or {})
         # Upload Locations and pagination Links are the registry's to choose; credentials still only
         # go to the registry's own origin, and only its own challenges are answered.
-        own = _same_origin(host, httpx.URL(url))
+        own = _same_origin(host, url)
         authz = await host.auth.header_for(host.http, scopes) if own else None
         if authz:
             hdrs["Authorization"] = authz
@@ -305,7 +316,8 @@ class RegistryClient:
             resp = await host.http.send(req, stream=True)
         except httpx.TimeoutException as exc:
             raise ConnectionFailed(f"{method} {host.registry}: timed out ({type(exc).__name__})") from exc
-        log.debug("%s %s -> %s", method, req.url.copy_with(query=None), resp.status_code)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %s", method, req.url.copy_with(query=None), resp.status_code)
         return resp
 
     async def _resolve_scheme(self, host: _Host) -> None:
@@ -962,8 +974,13 @@ def _announced_digest(value: str, what: str, registry: str) -> str:
         raise ManifestError(f"{what}: {registry} answered an invalid digest: {exc}") from None
 
 
-def _same_origin(host: _Host, url: httpx.URL) -> bool:
+def _same_origin(host: _Host, url: httpx.URL | str) -> bool:
     """Whether ``url`` is the registry itself (scheme, host and port): the only place credentials go."""
+    if isinstance(url, str):
+        base = host.base
+        if url.startswith(base) and url[len(base) : len(base) + 1] in ("/", "?", ""):
+            return True  # the common case, without parsing: the authority ends right after the base
+        url = httpx.URL(url)
     netloc = url.netloc.decode("ascii", "replace").lower()
     return url.scheme == (host.scheme or "https") and netloc == host.api_host.lower()
 

@@ -42,6 +42,8 @@ class RetryPolicy:
 
 @dataclass
 class ClientOptions:
+    """Everything a :class:`~regtool.registry.RegistryClient` is built from: per-host options and retries."""
+
     default: RegistryOptions = field(default_factory=RegistryOptions)
     per_host: dict[str, RegistryOptions] = field(default_factory=dict)
     #: Called for hosts not in ``per_host``; lets sync configs decide lazily.

@@ -213,9 +213,6 @@ class RegistriesConf:
     @classmethod
     def load(cls, path: str | None = None) -> RegistriesConf:
         """Read the configuration (see the module docstring for which files)."""
-        loader = _toml_loader()
-        if loader is None:
-            return cls()
         explicit = path if path else os.environ.get("CONTAINERS_REGISTRIES_CONF") or None
         files: list[tuple[Path, bool]] = []
         if explicit is not None:
@@ -227,7 +224,7 @@ class RegistriesConf:
         by_prefix: dict[str, RegistryEntry] = {}
         sources: list[Path] = []
         for file, required in files:
-            content = _read(file, loader, required=required)
+            content = _read(file, required=required)
             if content is None:
                 continue
             sources.append(file)
@@ -273,7 +270,19 @@ def _join(registry: str, repository: str | None) -> str:
     return f"{registry}/{repository}" if repository else registry
 
 
-def _read(path: Path, loader: _TomlLoader, *, required: bool) -> dict[str, Any] | None:
+def _sets_anything(data: bytes) -> bool:
+    """Whether a file may set ``insecure`` or ``blocked`` (v1: ``block``) outside comments.
+
+    Debian's registries.conf is all comments and its drop-in holds short-name aliases: neither
+    needs the TOML parser (whose import and run cost ~10 ms of a no-op copy).
+    """
+    return any(
+        (b"insecure" in line or b"block" in line) and not line.lstrip().startswith(b"#")
+        for line in data.splitlines()
+    )
+
+
+def _read(path: Path, *, required: bool) -> dict[str, Any] | None:
     try:
         data = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
@@ -284,6 +293,11 @@ def _read(path: Path, loader: _TomlLoader, *, required: bool) -> dict[str, Any] 
         if not required and isinstance(exc, PermissionError):
             return None
         raise UsageError(f"cannot read registries configuration {path}: {exc.strerror or exc}") from None
+    if not required and not _sets_anything(data):
+        return {}
+    loader = _toml_loader()
+    if loader is None:
+        return None
     try:
         return loader(data)
     except (ValueError, UnicodeDecodeError) as exc:

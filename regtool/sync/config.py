@@ -18,7 +18,6 @@ exactly as skopeo forms them.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -29,10 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeAlias, TypeVar
-
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias, TypeVar
 
 from regtool.errors import UsageError
 from regtool.manifest import Platform
@@ -54,6 +50,11 @@ from regtool.sync.filters import (
     parse_semver_range,
 )
 from regtool.sync.shard import repository_key
+
+if TYPE_CHECKING:
+    # PyYAML is imported where a file is read: skopeo's command-line form reads none.
+    import yaml
+    from yaml.nodes import MappingNode, Node, ScalarNode
 
 __all__ = [
     "DEFAULT_MAX_PRUNE",
@@ -553,6 +554,8 @@ class _Loc:
 
 
 def _yaml_error(file: str, exc: yaml.YAMLError) -> UsageError:
+    import yaml
+
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -565,6 +568,8 @@ class _Composer:
     """Compose a YAML document and turn its nodes into data, keeping lines; strict about keys."""
 
     def __init__(self, text: str, file: str) -> None:
+        import yaml
+
         self.file = file
         self.loader = yaml.SafeLoader(text)
         self.lines: dict[JPath, int] = {}
@@ -574,6 +579,8 @@ class _Composer:
         self.stack: list[int] = []
 
     def compose(self) -> Node | None:
+        import yaml
+
         try:
             return self.loader.get_single_node()
         except yaml.YAMLError as exc:
@@ -587,6 +594,9 @@ class _Composer:
 
         ``raw_keys``: keys are the scalars' source text (as yaml.v3 decodes keys into Go strings).
         """
+        import yaml
+        from yaml.nodes import ScalarNode
+
         if id(node) not in self.flattened:
             seen: dict[str, int] = {}
             for key_node, _ in node.value:
@@ -616,12 +626,16 @@ class _Composer:
         return out
 
     def construct_scalar(self, node: ScalarNode) -> Any:
+        import yaml
+
         try:
             return self.loader.construct_object(node)
         except yaml.YAMLError as exc:
             raise _yaml_error(self.file, exc) from None
 
     def data(self, node: Node, path: JPath) -> Any:
+        from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
         self.count += 1
         if self.count > _MAX_NODES:
             self.fail(node, "document too large (alias expansion)")
@@ -851,6 +865,8 @@ class _SchemaValidator:
         if key in _KEY_HINTS:
             return _KEY_HINTS[key]
         reason = f"unknown key {key!r}"
+        import difflib
+
         close = difflib.get_close_matches(key, list(props), n=1, cutoff=0.6)
         if close:
             reason += f" (did you mean {close[0]!r}?)"
@@ -1579,6 +1595,8 @@ class _SkopeoReader:
         raise UsageError(self.where(node) + reason)
 
     def mapping(self, node: Node, what: str) -> list[tuple[str, Node, Node]]:
+        from yaml.nodes import MappingNode, ScalarNode
+
         if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
             return []
         if not isinstance(node, MappingNode):
@@ -1586,6 +1604,8 @@ class _SkopeoReader:
         return self.composer.pairs(node, raw_keys=True)
 
     def string(self, node: Node, what: str) -> str:
+        from yaml.nodes import ScalarNode
+
         if not isinstance(node, ScalarNode):
             self.fail(node, f"{what} must be a string")
         if node.tag == _NULL_TAG and node.style is None:
@@ -1595,6 +1615,8 @@ class _SkopeoReader:
         return str(node.value)
 
     def boolean(self, node: Node, what: str) -> bool:
+        from yaml.nodes import ScalarNode
+
         if isinstance(node, ScalarNode):
             text = node.value
             plain = node.style is None
@@ -1652,6 +1674,8 @@ def skopeo_yaml_to_config(
             fields = {name: (knode, vnode) for name, knode, vnode in entries}
             for name, knode, _ in entries:
                 if name not in _SKOPEO_REGISTRY_KEYS:
+                    import difflib
+
                     close = difflib.get_close_matches(name, _SKOPEO_REGISTRY_KEYS, n=1, cutoff=0.6)
                     hint = (
                         f" (did you mean {close[0]!r}?)"
@@ -1722,6 +1746,8 @@ def skopeo_yaml_to_config(
 
 
 def _skopeo_selection(reader: _SkopeoReader, section: str, node: Node) -> TagSelection:
+    from yaml.nodes import ScalarNode, SequenceNode
+
     if section == "images":
         if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
             return TagSelection()

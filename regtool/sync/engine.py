@@ -3,13 +3,16 @@
 Plan then copy, per source repository:
 
 1. list the repository's tags once (when a filter needs them, pruning needs them, or signatures and
-   referrers are carried: the list tells which ``sha256-<hex>.sig`` tags exist), and select;
+   referrers are carried: the list tells which ``sha256-<hex>.sig`` tags exist), and select; the
+   targets' HTTPS-or-HTTP question (``tls-verify: false``) is asked meanwhile;
 2. plan: HEAD every selected source image once and every target concurrently (registry targets by
    HEAD, layouts from their ``index.json``), under the client's per-registry limits;
 3. copy what differs through one ``Copier`` per image and one ``Transfers`` for the whole run, so
    blobs shared between images move once per target repository. The planned HEADs are handed to
    the copier, which therefore sends no request of its own for an unchanged image but the HEADs
-   that compare its signature and referrer tags;
+   that compare its signature and referrer tags. When the listing holds no attachment tag, each
+   image goes on to this step as soon as its own plan is made; otherwise after every plan (the
+   attachment tags are shared out by the planned digests);
 4. prune (opt-in), within every safety rule.
 
 An unchanged image thus costs two manifest HEADs plus HEADs of its attachments, and the repository
@@ -44,10 +47,10 @@ from regtool.sync.shard import Shard
 from regtool.transports import open_destination, open_source
 from regtool.transports.base import ImageDestination
 from regtool.transports.docker import DockerDestination, DockerSource
-from regtool.transports.layout import LAYOUT_FILE, OCILayoutSource
 
 if TYPE_CHECKING:
-    from regtool.sync.signing import Gate
+    from regtool.signing.sign import SignResult
+    from regtool.sync.signing import Gate, SyncSigning
 
 log = logging.getLogger("regtool.sync")
 
@@ -161,6 +164,24 @@ class _PlannedDestination(DockerDestination):
         return await super().head(digest)
 
 
+class _NoSigning:
+    """The ``verify:`` / ``sign:`` set-up of a run whose entries have neither block."""
+
+    def gate(self, entry: MirrorEntry) -> Gate | None:
+        return None
+
+    def signer(self, entry: MirrorEntry) -> None:
+        return None
+
+    async def sign(
+        self, entry: MirrorEntry, dest_ref: ImageRef, client: RegistryClient, *, default_identity: str | None = None
+    ) -> SignResult | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 # -- options ----------------------------------------------------------------------------
 
 
@@ -212,9 +233,12 @@ class SyncRunner:
         self.transfers = Transfers(self.options.blob_parallel)
         self.client: RegistryClient | None = None
         self._client_options = self._build_client_options()
-        from regtool.sync.signing import SyncSigning
+        self.signing: SyncSigning | _NoSigning = _NoSigning()
+        if any(e.verify is not None or e.sign is not None for e in config.mirrors):
+            # the signing stack (cryptography, sigstore models) is imported only by runs that use it
+            from regtool.sync.signing import SyncSigning
 
-        self.signing = SyncSigning(config.mirrors)  # keys and tokens load now: errors exit 2, before traffic
+            self.signing = SyncSigning(config.mirrors)  # keys and tokens load now: errors exit 2, before traffic
         self._tags: dict[tuple[str, str], list[str]] = {}
         self._tag_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._layouts: dict[str, dict[str, str]] = {}
@@ -223,6 +247,8 @@ class SyncRunner:
         self._limiter = anyio.CapacityLimiter(max(1, self.options.image_concurrency))
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
+        self._settled: set[str] = set()  # target hosts whose scheme question was asked early
+        self._source_hosts = {e.source.registry for e in config.mirrors if e.source.registry}
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -288,7 +314,54 @@ class SyncRunner:
         async with anyio.create_task_group() as tg:
             for repository in repositories:
                 if self.options.shard.owns(entry.shard_key(repository)):
-                    tg.start_soon(self._run_repository, entry, repository)
+                    early = self._target_hosts(entry, repository)
+                    if early:
+                        tg.start_soon(self._run_repository_settling, entry, repository, early)
+                    else:
+                        tg.start_soon(self._run_repository, entry, repository)
+
+    async def _run_repository_settling(self, entry: MirrorEntry, repository: str, targets: list[Reference]) -> None:
+        """:meth:`_run_repository`, the target hosts' scheme questions asked meanwhile (and dropped after)."""
+        async with anyio.create_task_group() as tg:
+            for ref in targets:
+                tg.start_soon(self._settle_scheme, ref)
+            await self._run_repository(entry, repository)
+            tg.cancel_scope.cancel()  # a target nothing was sent to (no tags) is not waited for
+
+    def _target_hosts(self, entry: MirrorEntry, repository: str) -> list[Reference]:
+        """The registry targets of a repository whose HTTPS-or-HTTP question is still open, one per host.
+
+        Only hosts that are nobody's source (a source's first request asks it first anyway) and
+        that do not verify TLS (a verified host is HTTPS: there is no question).
+        """
+        out: list[Reference] = []
+        for target in entry.targets:
+            if target.kind != "registry" or target.registry in self._settled:
+                continue
+            try:
+                ref = Reference(target.registry, entry.target_repository(target, repository))
+            except (RegtoolError, ValueError):
+                continue  # reported with the repository's images
+            self._settled.add(target.registry)
+            if ref.registry in self._source_hosts or self._client_options.for_host(ref.registry).tls_verify:
+                continue
+            out.append(ref)
+        return out
+
+    async def _settle_scheme(self, ref: Reference) -> None:
+        """Asks a target host the ``--tls-verify=false`` HTTPS-or-HTTP question while the source is listed.
+
+        The client asks it once per host, before the host's first request; asked here, it costs no
+        round trip of its own: the target's first HEADs find the answer instead of waiting for it.
+        Nothing is asked of a host registries.conf blocks (or that verifies TLS: no question), and
+        a failure is left for the target's own requests to report.
+        """
+        client = self.client
+        assert client is not None
+        try:
+            await client.prepare(ref)
+        except Exception as exc:  # noqa: BLE001 - the target's own requests report it
+            log.debug("%s: no early HTTPS/HTTP answer: %s", ref.registry, _one_line(exc))
 
     async def _repositories(self, entry: MirrorEntry) -> list[str]:
         src = entry.source
@@ -300,6 +373,8 @@ class SyncRunner:
             assert self.client is not None
             repos = await self.client.catalog(src.registry)
             return sorted(r for r in repos if src.allows(r))
+        from regtool.transports.layout import OCILayoutSource  # tarfile & co.: only for layouts
+
         layout = await OCILayoutSource.open(src.path)
         async with layout:
             names = await layout.list_tags()
@@ -312,6 +387,8 @@ class SyncRunner:
         async with self._tag_locks.setdefault(key, anyio.Lock()):
             if key not in self._tags:
                 if src.kind == "oci":
+                    from regtool.transports.layout import OCILayoutSource
+
                     layout = await OCILayoutSource.open(src.path)
                     async with layout:
                         names = await layout.list_tags()
@@ -341,21 +418,41 @@ class SyncRunner:
         selected = list(entry.tags.exact) if src.kind == "dir" else select_tags(upstream or [], entry.tags)
         images = [image for image in self._images(entry, repository, selected) if image.units]
 
-        async with anyio.create_task_group() as tg:
+        if not _attachment_view(upstream or [], "", set(), entry):
+            # No attachment tag to share out: each image goes on to its copy (or its no-op) as soon as
+            # its own plan is made, while the other images' HEADs are still on the way.
+            async with anyio.create_task_group() as tg:
+                for image in images:
+                    tg.start_soon(self._plan_and_execute, image)
+        else:
+            async with anyio.create_task_group() as tg:
+                for image in images:
+                    tg.start_soon(self._plan, image)
+            tops = {image.head.digest for image in images if image.head is not None and image.head.digest}
             for image in images:
-                tg.start_soon(self._plan, image)
-        tops = {image.head.digest for image in images if image.head is not None and image.head.digest}
-        for image in images:
-            if image.source is not None and image.head is not None:
-                # the copier learns the attachments from this list instead of listing tags per image
-                image.source.known_tags = _attachment_view(upstream or [], image.head.digest, tops, entry)
-        async with anyio.create_task_group() as tg:
-            for image in images:
-                for unit in image.units:
-                    if not unit.decided:
-                        tg.start_soon(self._execute, image, unit)
+                if image.source is not None and image.head is not None:
+                    # the copier learns the attachments from this list instead of listing tags per image
+                    image.source.known_tags = _attachment_view(upstream or [], image.head.digest, tops, entry)
+            async with anyio.create_task_group() as tg:
+                for image in images:
+                    for unit in image.units:
+                        if not unit.decided:
+                            tg.start_soon(self._execute, image, unit)
         if entry.prune.enabled and upstream is not None and not self._stopped:
             await self._prune(entry, repository, upstream, selected)
+
+    async def _plan_and_execute(self, image: _Image) -> None:
+        """Plans one image, then copies it to the targets the plan left open (no attachment tags)."""
+        await self._plan(image)
+        if image.source is not None and image.head is not None:
+            image.source.known_tags = []  # the listing holds no attachment tag: nothing to look up
+        units = [unit for unit in image.units if not unit.decided]
+        if len(units) == 1:
+            await self._execute(image, units[0])
+        elif units:
+            async with anyio.create_task_group() as tg:
+                for unit in units:
+                    tg.start_soon(self._execute, image, unit)
 
     def _images(self, entry: MirrorEntry, repository: str, tags: Sequence[str]) -> list[_Image]:
         src = entry.source
@@ -414,7 +511,8 @@ class SyncRunner:
             else:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._head_source, image)
-                    tg.start_soon(self._check_targets, open_units)
+                    for unit in open_units:
+                        tg.start_soon(self._check_target, unit)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the image's result
             self._fail_all(open_units, exc, started)
             return
@@ -464,25 +562,27 @@ class SyncRunner:
         image.head = Descriptor(media_type=manifest.media_type, digest=manifest.digest, size=len(manifest.raw))
 
     async def _check_targets(self, units: list[_Unit]) -> None:
-        async def one(unit: _Unit) -> None:
-            ref = unit.dest_ref
-            try:
-                if ref.reference is not None:
-                    assert self.client is not None
-                    unit.target_desc = await self.client.head_manifest(ref.reference)
-                    unit.target_digest = unit.target_desc.digest if unit.target_desc is not None else None
-                elif ref.transport == "oci" and ref.path and ref.layout_ref:
-                    unit.target_digest = (await self._layout_names(ref.path)).get(ref.layout_ref)
-            except Exception as exc:  # noqa: BLE001 - reported as this target's result
-                unit.check_error = exc
-
         async with anyio.create_task_group() as tg:
             for unit in units:
-                tg.start_soon(one, unit)
+                tg.start_soon(self._check_target, unit)
+
+    async def _check_target(self, unit: _Unit) -> None:
+        ref = unit.dest_ref
+        try:
+            if ref.reference is not None:
+                assert self.client is not None
+                unit.target_desc = await self.client.head_manifest(ref.reference)
+                unit.target_digest = unit.target_desc.digest if unit.target_desc is not None else None
+            elif ref.transport == "oci" and ref.path and ref.layout_ref:
+                unit.target_digest = (await self._layout_names(ref.path)).get(ref.layout_ref)
+        except Exception as exc:  # noqa: BLE001 - reported as this target's result
+            unit.check_error = exc
 
     async def _layout_names(self, path: str) -> dict[str, str]:
         """An OCI layout's names → digests, read once per run (a missing layout has none)."""
         if path not in self._layouts:
+            from regtool.transports.layout import OCILayoutSource
+
             names: dict[str, str] = {}
             try:
                 layout = await OCILayoutSource.open(path)
@@ -626,8 +726,10 @@ class SyncRunner:
         copier = Copier(options, transfers=self.transfers)
         dest = await self._open_destination(image, unit)
         if image.source is not None:
+            # the plan's HEADs of a registry target (a dir: or oci: target has none to hand over)
+            heads = (image.head, unit.target_desc) if unit.dest_ref.reference is not None else None
             async with dest:
-                outcome = await copier.copy(image.source, dest)
+                outcome = await copier.copy(image.source, dest, heads=heads)
         else:
             source = await open_source(image.source_ref)
             async with source, dest:
@@ -689,6 +791,8 @@ class SyncRunner:
         async with self._layout_lock:
             if path in self._layouts_ready:
                 return
+
+            from regtool.transports.layout import LAYOUT_FILE
 
             def create() -> None:
                 if not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path)):

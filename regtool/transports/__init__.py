@@ -4,11 +4,13 @@
 into an :class:`ImageSource`/:class:`ImageDestination`: the local transports
 (``oci:``, ``oci-archive:``, ``dir:``) and ``docker://``, which needs the run's
 shared :class:`~regtool.registry.RegistryClient`. Transport modules are imported
-on use, so importing this package stays cheap.
+on use, so importing this package stays cheap and a copy between two registries
+never loads the layout transports (nor tarfile).
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from regtool.errors import InvalidReference, UsageError
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from regtool.registry import RegistryClient
 
 __all__ = [
-    "check_destination","ImageDestination", "ImageSource", "open_destination", "open_source"]
+    "check_destination", "ImageDestination", "ImageSource", "open_destination", "open_source"]
 
 
 def _path_of(image_ref: ImageRef) -> str:
@@ -42,18 +44,21 @@ async def open_source(
     ``client``: the registry client for ``docker://``; ``tmpdir``: where a
     compressed ``oci-archive:`` may be extracted.
     """
-    from regtool.transports.dirlayout import DirSource
-    from regtool.transports.layout import OCILayoutSource, open_archive_source
-
     if image_ref.transport == "docker" and image_ref.reference is not None:
         from regtool.transports.docker import DockerSource
 
         return DockerSource(_docker_client(image_ref, client), image_ref.reference)
     if image_ref.transport == "oci":
+        from regtool.transports.layout import OCILayoutSource
+
         return await OCILayoutSource.open(_path_of(image_ref), image_ref.layout_ref)
     if image_ref.transport == "oci-archive":
+        from regtool.transports.layout import open_archive_source
+
         return await open_archive_source(_path_of(image_ref), image_ref.layout_ref, tmpdir=tmpdir)
     if image_ref.transport == "dir":
+        from regtool.transports.dirlayout import DirSource
+
         return await DirSource.open(_path_of(image_ref))
     raise UsageError(f"transport {image_ref.transport!r} cannot be opened by regtool.transports yet")
 
@@ -71,9 +76,6 @@ async def open_destination(
     source, so a registry destination on the same registry can mount blobs from
     it; ``tmpdir``: where an ``oci-archive:`` is staged before it is tarred.
     """
-    from regtool.transports.dirlayout import DirDestination
-    from regtool.transports.layout import OCIArchiveDestination, OCILayoutDestination
-
     if image_ref.transport == "docker" and image_ref.reference is not None:
         from regtool.transports.docker import DockerDestination
 
@@ -82,14 +84,20 @@ async def open_destination(
         mount_from = src.repository if src is not None and src.registry == ref.registry else None
         return DockerDestination(_docker_client(image_ref, client), ref, mount_from=mount_from)
     if image_ref.transport == "oci":
+        from regtool.transports.layout import OCILayoutDestination
+
         return await OCILayoutDestination.open(_path_of(image_ref), image_ref.layout_ref)
     if image_ref.transport == "oci-archive":
+        from regtool.transports.layout import OCIArchiveDestination
+
         return await OCIArchiveDestination.open_archive(
             _path_of(image_ref), image_ref.layout_ref, tmpdir=tmpdir
         )
     if image_ref.transport == "dir":
         if image_ref.layout_ref is not None:
             raise InvalidReference(f"dir: takes no reference name ({image_ref.layout_ref!r})")
+        from regtool.transports.dirlayout import DirDestination
+
         return await DirDestination.open(_path_of(image_ref))
     raise UsageError(f"transport {image_ref.transport!r} cannot be opened by regtool.transports yet")
 
@@ -99,14 +107,13 @@ def check_destination(image_ref: ImageRef) -> None:
 
     Read-only: nothing is created, so a copy whose source turns out missing leaves no trace.
     """
-    import os
-
-    from regtool.transports.dirlayout import check_dir_destination
-    from regtool.transports.layout import check_layout_destination
-
     if image_ref.transport == "oci":
+        from regtool.transports.layout import check_layout_destination
+
         check_layout_destination(_path_of(image_ref), str(image_ref))
     elif image_ref.transport == "dir":
+        from regtool.transports.dirlayout import check_dir_destination
+
         check_dir_destination(_path_of(image_ref), str(image_ref))
     elif image_ref.transport == "oci-archive":
         path = _path_of(image_ref)
