@@ -8,6 +8,7 @@ act on content that does not match what they asked for.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -299,12 +300,7 @@ class RegistryClient:
                     host=host.registry,
                 )
             resp = await self._exchange(host, method, str(target), hdrs, None)
-        remaining = resp.headers.get("ratelimit-remaining")
-        if remaining:
-            try:
-                host.rate_limit_remaining = int(remaining.split(";")[0])
-            except ValueError:
-                pass
+        _note_rate_limit(host, resp)
         return resp
 
     async def _exchange(
@@ -327,6 +323,40 @@ class RegistryClient:
         async with host.probe_lock:  # concurrent first requests share one probe
             if host.scheme is None:
                 await self._probe_scheme(host)
+
+    async def _plain_while_probing(
+        self, host: _Host, method: str, path: str, headers: dict[str, str] | None, wanted: Sequence[int]
+    ) -> httpx.Response | None:
+        """Sends an anonymous GET/HEAD over plain HTTP while the HTTPS probe is out (``--tls-verify=false``).
+
+        A plain-HTTP registry then costs no round trip for the probe: the answer is kept only when the
+        probe settles on HTTP and its status is one the caller wants. Anything else (HTTPS after all,
+        a challenge, an error) is dropped and the request goes out the normal way. The request never
+        carries credentials, so nothing secret travels in the clear.
+        """
+        answers: list[httpx.Response] = []
+
+        async def speculate() -> None:
+            async with host.small:
+                if host.scheme is not None:
+                    return  # settled while waiting for a slot: the normal way is as quick
+                await self._pace(host)
+                plain = f"http://{host.api_host}{path}"
+                with contextlib.suppress(httpx.TransportError):  # the normal way reports failures
+                    answers.append(await self._exchange(host, method, plain, dict(headers or {}), None))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(speculate)
+            await self._resolve_scheme(host)
+            if host.scheme != "http":
+                tg.cancel_scope.cancel()  # an HTTPS server may never answer plain text
+        resp = answers[0] if answers else None
+        if resp is not None and (host.scheme != "http" or resp.status_code not in wanted):
+            await resp.aclose()
+            return None
+        if resp is not None:
+            _note_rate_limit(host, resp)
+        return resp
 
     async def _probe_scheme(self, host: _Host) -> None:
         for attempt in range(3):
@@ -398,16 +428,23 @@ class RegistryClient:
         """
         self._check_blocked(ref)
         host = await self._host(ref)
-        await self._resolve_scheme(host)
+        early: httpx.Response | None = None
+        if host.scheme is None and url is None and content is None and method in ("GET", "HEAD") and not stream:
+            early = await self._plain_while_probing(host, method, path, headers, (*ok, *allow))
+        else:
+            await self._resolve_scheme(host)
         target = url or f"{host.base}{path}"
         lim = host.small if limiter == "small" else host.blobs
         async for attempt in self._retrying():
             with attempt:
                 async with lim:
                     try:
-                        resp = await self._send_once(
-                            host, method, target, scopes=scopes, headers=headers, content=content
-                        )
+                        if early is not None:
+                            resp, early = early, None
+                        else:
+                            resp = await self._send_once(
+                                host, method, target, scopes=scopes, headers=headers, content=content
+                            )
                     except httpx.TransportError as exc:
                         detail = _describe_transport_error(exc)
                         cls = TLSVerificationFailed if detail.startswith(_TLS_PROBLEMS) else ConnectionFailed
@@ -983,6 +1020,16 @@ def _same_origin(host: _Host, url: httpx.URL | str) -> bool:
         url = httpx.URL(url)
     netloc = url.netloc.decode("ascii", "replace").lower()
     return url.scheme == (host.scheme or "https") and netloc == host.api_host.lower()
+
+
+def _note_rate_limit(host: _Host, resp: httpx.Response) -> None:
+    """Keeps the registry's ``RateLimit-Remaining`` (Docker Hub sends it on HEADs) for the sync planner."""
+    remaining = resp.headers.get("ratelimit-remaining")
+    if remaining:
+        try:
+            host.rate_limit_remaining = int(remaining.split(";")[0])
+        except ValueError:
+            pass
 
 
 def _int(resp: httpx.Response, header: str) -> int:
