@@ -149,21 +149,6 @@ class _SharedSource(DockerSource):
         return None  # shared: never closed by one of its users
 
 
-class _PlannedDestination(DockerDestination):
-    """A registry destination whose first ``head()`` answers what the plan already asked."""
-
-    def __init__(
-        self, client: RegistryClient, ref: Reference, *, mount_from: str | None, planned: Descriptor | None
-    ) -> None:
-        super().__init__(client, ref, mount_from=mount_from)
-        self._planned: list[Descriptor | None] = [planned]
-
-    async def head(self, digest: str | None = None) -> Descriptor | None:
-        if digest is None and self._planned:
-            return self._planned.pop()
-        return await super().head(digest)
-
-
 class _NoSigning:
     """The ``verify:`` / ``sign:`` set-up of a run whose entries have neither block."""
 
@@ -775,7 +760,7 @@ class SyncRunner:
         if ref is not None:
             src = image.source_ref.reference
             mount_from = src.repository if src is not None and src.registry == ref.registry else None
-            return _PlannedDestination(self.client, ref, mount_from=mount_from, planned=unit.target_desc)
+            return DockerDestination(self.client, ref, mount_from=mount_from)
         if unit.dest_ref.transport == "oci" and unit.dest_ref.path:
             await self._ensure_layout(unit.dest_ref.path)
         # dir: destinations empty their directory when opened: only now, with the source known good
