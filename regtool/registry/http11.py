@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import httpx
@@ -259,7 +259,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body; the connection goes back to the pool once the body was read to its end."""
+    """A response body; the connection goes back to the pool once the body was read to its end.
+
+    An iterator object rather than an async generator: a body dropped half-read (a failed copy)
+    leaves no suspended generator for asyncio to finalise later, in a task of its own.
+    """
 
     def __init__(
         self,
@@ -273,25 +277,21 @@ class _Body(httpx.AsyncByteStream):
         self._transport = transport
         self._conn = conn
         self._framing = framing
-        self._length = length
+        self._remaining = length if framing == "length" else 0  # of the body, or of the current chunk
+        self._in_chunk = False
         self._keep = keep
         self._timeout = timeout
         self._done = framing == "none"
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._done:
-            return
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done or self._closed:
+            raise StopAsyncIteration
         try:
-            if self._framing == "length":
-                async for piece in self._counted(self._length):
-                    yield piece
-            elif self._framing == "chunked":
-                async for piece in self._chunked():
-                    yield piece
-            else:
-                while piece := await self._read(READ_SIZE):
-                    yield piece
+            piece = await self._next_piece()
         except asyncio.TimeoutError:
             raise httpx.ReadTimeout("reading the answer timed out") from None
         except asyncio.IncompleteReadError:
@@ -300,41 +300,47 @@ class _Body(httpx.AsyncByteStream):
             raise httpx.RemoteProtocolError("malformed chunked body") from None
         except OSError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-        self._done = True
+        if piece is None:
+            self._done = True
+            raise StopAsyncIteration
+        return piece
 
-    async def _read(self, n: int) -> bytes:
-        return await _timed(self._conn.reader.read(n), self._timeout)
-
-    async def _counted(self, length: int) -> AsyncIterator[bytes]:
-        remaining = length
-        while remaining:
-            piece = await self._read(min(remaining, READ_SIZE))
-            if not piece:
-                raise httpx.RemoteProtocolError(
-                    "peer closed connection without sending complete message body: "
-                    f"received {length - remaining} bytes, expected {length}"
-                )
-            remaining -= len(piece)
-            yield piece
-
-    async def _chunked(self) -> AsyncIterator[bytes]:
+    async def _next_piece(self) -> bytes | None:
+        """The next piece of the body, None at its end."""
         reader = self._conn.reader
-        while True:
-            line = await _timed(reader.readuntil(b"\r\n"), self._timeout)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError("malformed chunked body") from None
-            if size < 0:
-                raise httpx.RemoteProtocolError("malformed chunked body")
-            if size == 0:
-                while await _timed(reader.readuntil(b"\r\n"), self._timeout) != b"\r\n":
-                    pass  # trailer fields: not used
-                return
-            async for piece in self._counted(size):
-                yield piece
-            if await _timed(reader.readexactly(2), self._timeout) != b"\r\n":
-                raise httpx.RemoteProtocolError("malformed chunked body")
+        if self._framing == "close":
+            return await _timed(reader.read(READ_SIZE), self._timeout) or None
+        if not self._remaining:
+            if self._framing == "length":
+                return None
+            if not await self._next_chunk(reader):
+                return None
+        piece = await _timed(reader.read(min(self._remaining, READ_SIZE)), self._timeout)
+        if not piece:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body: "
+                f"{self._remaining} more bytes expected"
+            )
+        self._remaining -= len(piece)
+        return piece
+
+    async def _next_chunk(self, reader: asyncio.StreamReader) -> bool:
+        """Reads up to the next chunk's data; False after the last chunk (and its trailer)."""
+        if self._in_chunk and await _timed(reader.readexactly(2), self._timeout) != b"\r\n":
+            raise httpx.RemoteProtocolError("malformed chunked body")
+        line = await _timed(reader.readuntil(b"\r\n"), self._timeout)
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise httpx.RemoteProtocolError("malformed chunked body") from None
+        if size < 0:
+            raise httpx.RemoteProtocolError("malformed chunked body")
+        if size == 0:
+            while await _timed(reader.readuntil(b"\r\n"), self._timeout) != b"\r\n":
+                pass  # trailer fields: not used
+            return False
+        self._remaining, self._in_chunk = size, True
+        return True
 
     async def aclose(self) -> None:
         if self._closed:
