@@ -26,11 +26,11 @@ import pytest
 from regtool.sync.shard import shard_of
 from tests.support.cli import Result, run_regtool
 from tests.support.images import (
-    ACCEPT_ALL,
     OCI_INDEX,
     build_image,
     cosign_signature_tag,
     fetch_manifest,
+    head_digest,
     list_tags,
     make_layer,
     push_built,
@@ -39,6 +39,7 @@ from tests.support.images import (
     push_oci_image,
     push_referrer,
     referrers_tag,
+    tag_state,
 )
 from tests.support.netproxy import FaultProxy, FaultRule
 from tests.support.registries import Registry
@@ -46,7 +47,6 @@ from tests.support.registries import Registry
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_SCHEMA = ROOT / "regtool" / "schemas" / "sync-report.schema.json"
 WRITE_METHODS = ("PUT", "POST", "PATCH", "DELETE")
-SIG_TAG_RE = re.compile(r"sha(256|384|512)-[0-9a-f]+(\.(sig|att|sbom))?")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,28 +73,6 @@ def sync_ok(*args: str, env: dict[str, str] | None = None) -> Result:
     r = sync(*args, env=env)
     assert r.rc == 0, r.stderr
     return r
-
-
-def head_digest(reg: Registry, repo: str, ref: str) -> str | None:
-    r = reg.http.head(f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT_ALL})
-    if r.status_code == 404:
-        return None
-    assert r.status_code == 200, (repo, ref, r.status_code)
-    return str(r.headers["docker-content-digest"])
-
-
-def tag_state(reg: Registry, repo: str) -> dict[str, str]:
-    """Every tag of a repository and the digest it points at."""
-    out: dict[str, str] = {}
-    for tag in list_tags(reg, repo):
-        digest = head_digest(reg, repo, tag)
-        assert digest is not None
-        out[tag] = digest
-    return out
-
-
-def images_only(state: dict[str, str]) -> dict[str, str]:
-    return {t: d for t, d in state.items() if not SIG_TAG_RE.fullmatch(t)}
 
 
 def layout_entries(path: Path) -> dict[str, str]:

@@ -10,7 +10,6 @@ their own only when it happens to list them. Debian's skopeo 1.9.3 lacks ``image
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import textwrap
 from pathlib import Path
@@ -20,7 +19,9 @@ import pytest
 from tests.support import run_skopeo
 from tests.support.cli import Result, run_regtool
 from tests.support.images import (
-    ACCEPT_ALL,
+    ATTACHMENT_TAG_RE,
+    head_digest,
+    images_only,
     list_tags,
     push_cosign_signature,
     push_docker_image,
@@ -28,32 +29,11 @@ from tests.support.images import (
     push_oci_image,
     push_referrer,
     referrers_tag,
+    tag_state,
 )
 from tests.support.registries import Registry
 
-SIG_TAG_RE = re.compile(r"sha(256|384|512)-[0-9a-f]+(\.(sig|att|sbom))?")
 PLAIN = ["--src-tls-verify=false", "--dest-tls-verify=false"]
-
-
-def head_digest(reg: Registry, repo: str, ref: str) -> str | None:
-    r = reg.http.head(f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT_ALL})
-    if r.status_code == 404:
-        return None
-    assert r.status_code == 200, (repo, ref, r.status_code)
-    return str(r.headers["docker-content-digest"])
-
-
-def tag_state(reg: Registry, repo: str) -> dict[str, str]:
-    out = {}
-    for tag in list_tags(reg, repo):
-        digest = head_digest(reg, repo, tag)
-        assert digest is not None
-        out[tag] = digest
-    return out
-
-
-def images_only(state: dict[str, str]) -> dict[str, str]:
-    return {t: d for t, d in state.items() if not SIG_TAG_RE.fullmatch(t)}
 
 
 def regtool_sync(*args: str) -> Result:
@@ -94,8 +74,8 @@ def test_docker_to_docker_repository(registry_plain: Registry, repo: str, all_pl
     assert (mine["1.0"] == seeded["index"]) is all_platforms  # without --all: the host's instance
     # regtool carries the image's signature (and referrers) along, digests unchanged
     source = tag_state(reg, repo)
-    carried = {t: d for t, d in mine.items() if SIG_TAG_RE.fullmatch(t)}
-    expected = {t: d for t, d in source.items() if SIG_TAG_RE.fullmatch(t) and seeded["image"][7:] in t}
+    carried = {t: d for t, d in mine.items() if ATTACHMENT_TAG_RE.fullmatch(t)}
+    expected = {t: d for t, d in source.items() if ATTACHMENT_TAG_RE.fullmatch(t) and seeded["image"][7:] in t}
     assert carried == expected and len(carried) == (2 if all_platforms else 1)
     if all_platforms:
         assert referrers_tag(seeded["image"]) in carried
@@ -175,8 +155,8 @@ def test_docker_to_dir(registry_plain: Registry, repo: str, tmp_path: Path, all_
     r = regtool_sync("--src", "docker", "--dest", "dir", *flags, f"{reg.host}/{repo}", str(tmp_path / "ours"))
     assert r.rc == 0, r.stderr
     run_skopeo(["sync", "--src", "docker", "--dest", "dir", *flags, f"{reg.host}/{repo}", str(tmp_path / "theirs")])
-    mine = {k: v for k, v in dir_images(tmp_path / "ours").items() if not SIG_TAG_RE.search(k)}
-    skopeos = {k: v for k, v in dir_images(tmp_path / "theirs").items() if not SIG_TAG_RE.search(k)}
+    mine = {k: v for k, v in dir_images(tmp_path / "ours").items() if not ATTACHMENT_TAG_RE.search(k)}
+    skopeos = {k: v for k, v in dir_images(tmp_path / "theirs").items() if not ATTACHMENT_TAG_RE.search(k)}
     name = f"{reg.host}/{repo}" if scoped else repo.rsplit("/", 1)[1]
     assert sorted(mine) == [f"{name}:1.0", f"{name}:2.0", f"{name}:3.0"]
     assert {k: v[0] for k, v in mine.items()} == {k: v[0] for k, v in skopeos.items()}
@@ -235,7 +215,7 @@ def test_append_suffix_as_documented(registry_plain: Registry, repo: str) -> Non
     state = tag_state(reg, f"ours-{run}/{repo.rsplit('/', 1)[1]}")
     # the signature tag names a digest, which a suffix does not change
     assert images_only(state) == {"1-glibc-mirror": head_digest(reg, repo, "1-glibc"), "latest-mirror": image.digest}
-    assert [t for t in state if SIG_TAG_RE.fullmatch(t)] == [f"sha256-{image.digest[7:]}.sig"]
+    assert [t for t in state if ATTACHMENT_TAG_RE.fullmatch(t)] == [f"sha256-{image.digest[7:]}.sig"]
 
 
 def test_dry_run_changes_nothing(registry_plain: Registry, repo: str) -> None:

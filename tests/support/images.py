@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -643,6 +644,34 @@ def list_tags(target: Target, repo: str) -> list[str]:
 def manifest_exists(target: Target, repo: str, reference: str) -> bool:
     r = target.http.head(f"/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT_ALL})
     return r.status_code == 200
+
+
+def head_digest(target: Target, repo: str, reference: str) -> str | None:
+    """The digest a tag or digest names (HEAD), None when the registry does not have it."""
+    r = target.http.head(f"/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT_ALL})
+    if r.status_code == 404:
+        return None
+    assert r.status_code == 200, (repo, reference, r.status_code)
+    return str(r.headers["docker-content-digest"])
+
+
+def tag_state(target: Target, repo: str) -> dict[str, str]:
+    """Every tag of a repository and the digest it points at."""
+    out: dict[str, str] = {}
+    for tag in list_tags(target, repo):
+        digest = head_digest(target, repo, tag)
+        assert digest is not None
+        out[tag] = digest
+    return out
+
+
+#: cosign digest tags and referrer fallback tags: attachments, not images.
+ATTACHMENT_TAG_RE = re.compile(r"sha(256|384|512)-[0-9a-f]+(\.(sig|att|sbom))?")
+
+
+def images_only(state: dict[str, str]) -> dict[str, str]:
+    """A :func:`tag_state` without the attachment tags."""
+    return {t: d for t, d in state.items() if not ATTACHMENT_TAG_RE.fullmatch(t)}
 
 
 def _ensure_blob(target: Target, repo: str, blob: Blob) -> None:
