@@ -342,7 +342,8 @@ class RegistryClient:
                     return  # settled while waiting for a slot: the normal way is as quick
                 await self._pace(host)
                 plain = f"http://{host.api_host}{path}"
-                with contextlib.suppress(httpx.TransportError):  # the normal way reports failures
+                # a failure (a timeout is ConnectionFailed) is left to the normal way, which retries it
+                with contextlib.suppress(httpx.TransportError, ConnectionFailed):
                     answers.append(await self._exchange(host, method, plain, dict(headers or {}), None))
 
         async with anyio.create_task_group() as tg:
